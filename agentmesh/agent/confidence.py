@@ -1,0 +1,98 @@
+"""A step's confidence in 0..1 from the log-probabilities of the tokens the model generated.
+
+For generated tokens t_1..t_n with chosen-token log-probabilities l_i = log p(t_i | t_<i) and,
+per position, the two most likely alternatives p1_i >= p2_i:
+
+- ``mean_prob`` (default): exp(mean_i l_i), the geometric mean of the chosen tokens'
+  probabilities (the inverse of the per-token perplexity). Length-neutral; one unsure token
+  among many confident ones lowers it only a little.
+- ``min_prob``: exp(min_i l_i), the probability of the least certain token. Strict: a single
+  guess anywhere shows.
+- ``margin``: mean_i (p1_i - p2_i), how far ahead the favourite was at each position (0 when
+  the model was split between two tokens, 1 when it had no doubt). Needs top-2 log-probs.
+- ``none``: no confidence is reported.
+
+No tokens (empty output) gives None: the router then treats the step as having no confidence
+rather than as certain. Values are clamped to [0, 1] against rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Method = Literal["mean_prob", "min_prob", "margin", "none"]
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated position: the chosen token's log-prob and the top alternatives (desc)."""
+
+    logprob: float
+    top: tuple[float, ...] = field(default_factory=tuple)
+
+
+def confidence(tokens: Sequence[TokenLogprob], method: Method = "mean_prob") -> float | None:
+    if method == "none" or not tokens:
+        return None
+    if method == "mean_prob":
+        value = math.exp(sum(_finite(t.logprob) for t in tokens) / len(tokens))
+    elif method == "min_prob":
+        value = math.exp(min(_finite(t.logprob) for t in tokens))
+    elif method == "margin":
+        value = sum(_margin(t) for t in tokens) / len(tokens)
+    else:
+        raise ValueError(f"unknown confidence method {method!r}")
+    return min(1.0, max(0.0, value))
+
+
+def _finite(logprob: float) -> float:
+    # -inf happens when a grammar forced a token the model gave zero mass; keep exp() defined.
+    if math.isnan(logprob):
+        return -50.0
+    return max(logprob, -50.0)
+
+
+def _margin(token: TokenLogprob) -> float:
+    top = sorted((_finite(x) for x in token.top), reverse=True)
+    if not top:
+        top = [_finite(token.logprob)]
+    p1 = math.exp(top[0])
+    p2 = math.exp(top[1]) if len(top) > 1 else 0.0
+    return p1 - p2
+
+
+def from_openai_logprobs(content: Sequence[Any] | None) -> list[TokenLogprob]:
+    """Tokens from an OpenAI chat ``choice.logprobs.content`` (objects or dicts)."""
+    out: list[TokenLogprob] = []
+    for item in content or []:
+        lp = _get(item, "logprob")
+        if lp is None:
+            continue
+        tops = [_get(t, "logprob") for t in (_get(item, "top_logprobs") or [])]
+        top = tuple(sorted((float(x) for x in tops if x is not None), reverse=True))
+        out.append(TokenLogprob(float(lp), top))
+    return out
+
+
+def from_completion_logprobs(logprobs: Any) -> list[TokenLogprob]:
+    """Tokens from a legacy completions-style ``logprobs`` ({token_logprobs, top_logprobs})."""
+    if not logprobs:
+        return []
+    chosen = _get(logprobs, "token_logprobs") or []
+    tops = _get(logprobs, "top_logprobs") or [None] * len(chosen)
+    out: list[TokenLogprob] = []
+    for lp, top in zip(chosen, tops, strict=False):
+        if lp is None:
+            continue
+        alts = tuple(sorted((float(v) for v in (top or {}).values()), reverse=True))
+        out.append(TokenLogprob(float(lp), alts))
+    return out
+
+
+def _get(obj: Any, name: str) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)

@@ -1,0 +1,52 @@
+"""What a model sees for one step: the system prompt, the instruction, the outputs of the steps it
+depends on, and the weak previous attempt when the step was escalated (so a bigger model can
+improve on it rather than start blind)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentmesh.protocol.messages import PreviousAttempt
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    """One step as the backends see it (transport-free)."""
+
+    instruction: str
+    inputs: dict[str, str] = field(default_factory=dict)
+    previous: PreviousAttempt | None = None
+    system_prompt: str = ""
+    max_tokens: int | None = None
+    response_format: dict[str, Any] | None = None
+    deadline: float | None = None  # time.monotonic() after which the backend should stop early
+
+
+def user_message(request: StepRequest) -> str:
+    parts = [request.instruction.strip()]
+    if request.inputs:
+        lines = ["Results of earlier steps:"]
+        for step_id, output in request.inputs.items():
+            lines.append(f"[{step_id}]\n{output.strip()}")
+        parts.append("\n".join(lines))
+    if request.previous is not None:
+        prev = request.previous
+        parts.append(
+            f"A previous attempt by {prev.agent_id} ({prev.tier} tier) was not good enough "
+            f"({prev.reason}). Write a better answer; reuse what is right in it.\n"
+            f"Previous attempt:\n{prev.output.strip()}"
+        )
+    if request.response_format is not None:
+        schema = json.dumps(request.response_format, separators=(",", ":"))
+        parts.append(f"Answer with one JSON object matching this JSON schema:\n{schema}")
+    return "\n\n".join(p for p in parts if p)
+
+
+def chat_messages(request: StepRequest) -> list[dict[str, str]]:
+    messages: list[dict[str, str]] = []
+    if request.system_prompt.strip():
+        messages.append({"role": "system", "content": request.system_prompt.strip()})
+    messages.append({"role": "user", "content": user_message(request)})
+    return messages

@@ -1,0 +1,85 @@
+"""Tool callables for ``python`` backend agents (``callable: "agentmesh.agent.tools:NAME"``).
+
+Each is ``fn(instruction, inputs, **kwargs)`` with ``kwargs`` from the config's ``backend.kwargs``.
+
+Real tools:
+- ``calculate``: exact arithmetic on the expression found in the instruction (no eval).
+- ``convert_units``: "convert 5 km to miles", "100 F in C", "how many ounces is 2 lb".
+Both decline (status "declined", with the reason) a request they cannot parse, so the router can
+send the step on to a model instead.
+
+Test and benchmark helpers (the router's escalation tests use them):
+- ``echo``: returns the instruction and the inputs; optional ``delay_s``, ``log_file`` (appends
+  one line per call, to count executions) and ``confidence``.
+- ``low_confidence``: answers with a fixed low ``confidence`` (default 0.1).
+- ``fail``: raises RuntimeError(``message``).
+- ``decline``: declines with ``reason``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from agentmesh.agent.tools.arith import ArithmeticError_, evaluate, extract_expression, format_number
+from agentmesh.agent.tools.units import UnitError, convert, format_quantity, parse_query
+
+__all__ = ["calculate", "convert_units", "decline", "echo", "fail", "low_confidence"]
+
+
+def calculate(instruction: str, inputs: dict[str, str]) -> dict[str, Any]:
+    expression = extract_expression(instruction)
+    if expression is None:
+        return {"status": "declined", "reason": "no arithmetic expression in the instruction"}
+    try:
+        value = evaluate(expression)
+    except ArithmeticError_ as exc:
+        return {"status": "declined", "reason": f"cannot evaluate {expression!r}: {exc}"}
+    return {"output": format_number(value), "confidence": 1.0}
+
+
+def convert_units(instruction: str, inputs: dict[str, str]) -> dict[str, Any]:
+    try:
+        value, source, target = parse_query(instruction)
+        result = convert(value, source, target)
+    except UnitError as exc:
+        return {"status": "declined", "reason": str(exc)}
+    return {
+        "output": f"{format_quantity(value, source)} = {format_quantity(result, target)}",
+        "confidence": 1.0,
+    }
+
+
+def echo(
+    instruction: str,
+    inputs: dict[str, str],
+    *,
+    delay_s: float = 0.0,
+    log_file: str | None = None,
+    confidence: float | None = None,
+) -> str | dict[str, Any]:
+    if log_file:
+        with open(log_file, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"instruction": instruction}) + "\n")
+    if delay_s > 0:
+        time.sleep(delay_s)
+    lines = [instruction, *(f"[{k}] {v}" for k, v in inputs.items())]
+    output = "\n".join(lines)
+    if confidence is None:
+        return output
+    return {"output": output, "confidence": confidence}
+
+
+def low_confidence(instruction: str, inputs: dict[str, str], *, confidence: float = 0.1) -> dict[str, Any]:
+    return {"output": f"not sure: {instruction}", "confidence": confidence}
+
+
+def fail(instruction: str, inputs: dict[str, str], *, message: str = "this tool always fails") -> str:
+    raise RuntimeError(message)
+
+
+def decline(
+    instruction: str, inputs: dict[str, str], *, reason: str = "this tool declines every step"
+) -> dict[str, Any]:
+    return {"status": "declined", "reason": reason}

@@ -1,0 +1,191 @@
+"""The state of a task in flight: steps, attempts, and the transitions between them.
+
+Everything here is plain data plus pure functions, so the whole state machine is unit-tested
+without a broker. The router owns the I/O: it asks these objects what to do next and does it.
+
+Step life: pending -> dispatched -> done | failed, with a list of attempts. A step is *ready* when
+it is pending and all its dependencies are done.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentmesh.protocol import (
+    TIERS,
+    AttemptRecord,
+    PreviousAttempt,
+    StepRecord,
+    TaskRequest,
+    TaskResult,
+    Tier,
+    Usage,
+)
+
+AttemptStatus = Literal["dispatched", "ok", "error", "declined", "timeout", "offline", "cancelled"]
+StepStatus = Literal["pending", "dispatched", "done", "failed"]
+TaskStatus = Literal["planning", "running", "done", "failed", "rejected"]
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Attempt(_State):
+    attempt: int
+    agent_id: str
+    tier: Tier
+    family: str | None = None
+    status: AttemptStatus = "dispatched"
+    output: str = ""
+    confidence: float | None = None
+    reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    dispatched_at: float = Field(default_factory=time.time)
+    deadline_at: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "dispatched"
+
+    def record(self) -> AttemptRecord:
+        return AttemptRecord(
+            attempt=self.attempt,
+            agent_id=self.agent_id,
+            tier=self.tier,
+            status=self.status,
+            confidence=self.confidence,
+            reason=self.reason,
+        )
+
+
+class Step(_State):
+    id: str
+    instruction: str
+    query: str
+    depends_on: list[str] = Field(default_factory=list)
+    tier: Tier | None = None
+    status: StepStatus = "pending"
+    attempts: list[Attempt] = Field(default_factory=list)
+    accepted: int | None = None  # index into attempts of the answer we kept
+    planner_retries: int = 0
+
+    @property
+    def current(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def output(self) -> str:
+        return self.attempts[self.accepted].output if self.accepted is not None else ""
+
+    def tried_agents(self) -> set[str]:
+        return {a.agent_id for a in self.attempts}
+
+    def best_ok(self) -> int | None:
+        """Index of the best successful attempt: highest confidence, later (higher tier) on ties."""
+        best: int | None = None
+        for i, a in enumerate(self.attempts):
+            if a.status != "ok":
+                continue
+            score = (a.confidence if a.confidence is not None else 1.0, TIERS.index(a.tier), i)
+            if best is None:
+                best = i
+                continue
+            b = self.attempts[best]
+            if score > (b.confidence if b.confidence is not None else 1.0, TIERS.index(b.tier), best):
+                best = i
+        return best
+
+    def record(self) -> StepRecord:
+        kept = self.attempts[self.accepted] if self.accepted is not None else self.current
+        return StepRecord(
+            id=self.id,
+            status=self.status,
+            agent_id=kept.agent_id if kept else None,
+            tier=kept.tier if kept else None,
+            attempts=[a.record() for a in self.attempts],
+        )
+
+    def previous(self) -> PreviousAttempt | None:
+        """The weak attempt handed to the next agent, so it can improve on it."""
+        for a in reversed(self.attempts):
+            if a.status in ("ok", "error", "declined"):
+                return PreviousAttempt(
+                    agent_id=a.agent_id, tier=a.tier, output=a.output, reason=a.reason or a.status
+                )
+        return None
+
+
+class Task(_State):
+    request: TaskRequest
+    status: TaskStatus = "planning"
+    steps: dict[str, Step] = Field(default_factory=dict)
+    output_ids: list[str] = Field(default_factory=list)
+    escalations: int = 0
+    started_at: float = Field(default_factory=time.time)
+    finished_at: float | None = None
+    error: str | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.request.task_id
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed", "rejected")
+
+    def dag_steps(self) -> list[Step]:
+        from agentmesh.planning import PLANNER_STEP_ID
+
+        return [s for s in self.steps.values() if s.id != PLANNER_STEP_ID]
+
+    def ready(self) -> list[Step]:
+        out = []
+        for step in self.dag_steps():
+            if step.status == "pending" and all(
+                self.steps[d].status == "done" for d in step.depends_on if d in self.steps
+            ):
+                out.append(step)
+        return out
+
+    def blocked_by_failure(self) -> bool:
+        return any(s.status == "failed" for s in self.dag_steps())
+
+    def complete(self) -> bool:
+        return bool(self.output_ids) and all(self.steps[i].status == "done" for i in self.output_ids)
+
+    def in_flight(self) -> list[tuple[Step, Attempt]]:
+        return [
+            (s, s.attempts[-1])
+            for s in self.steps.values()
+            if s.status == "dispatched" and s.attempts and not s.attempts[-1].finished
+        ]
+
+    def usage(self) -> Usage:
+        total = Usage()
+        for step in self.steps.values():
+            for a in step.attempts:
+                total = total + a.usage
+        return total
+
+    def result(self) -> TaskResult:
+        status = self.status if self.status in ("done", "failed", "rejected") else "failed"
+        outputs = {s.id: s.output for s in self.dag_steps() if s.status == "done"}
+        output = "\n\n".join(outputs[i] for i in self.output_ids if i in outputs) if status == "done" else ""
+        cloud = sum(1 for s in self.dag_steps() if any(a.tier == "cloud" for a in s.attempts))
+        end = self.finished_at or time.time()
+        return TaskResult(
+            task_id=self.task_id,
+            status=status,  # type: ignore[arg-type]
+            output=output,
+            outputs=outputs,
+            error=self.error,
+            steps=[s.record() for s in self.steps.values()],
+            usage=self.usage(),
+            cloud_steps=cloud,
+            escalations=self.escalations,
+            elapsed_ms=max(0.0, (end - self.started_at) * 1000.0),
+        )

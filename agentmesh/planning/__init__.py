@@ -1,0 +1,19 @@
+"""Plans: validation, the single-step planner and the LLM planner's prompt and parser."""
+
+from agentmesh.planning.plan import plan_schema, single_step_plan, validate_plan
+from agentmesh.planning.planners import (
+    PLANNER_STEP_ID,
+    looks_multipart,
+    parse_plan_output,
+    planning_instruction,
+)
+
+__all__ = [
+    "PLANNER_STEP_ID",
+    "looks_multipart",
+    "parse_plan_output",
+    "plan_schema",
+    "planning_instruction",
+    "single_step_plan",
+    "validate_plan",
+]

@@ -1,0 +1,114 @@
+"""Choosing a planner and talking to an LLM planner: the prompt out, the plan back.
+
+The LLM planner is an agent whose capability has the tag ``plan``; the router sends it one step
+whose output is constrained to ``plan_schema()``. Small models get ids and dependency names wrong
+in many small ways, so ``parse_plan_output`` repairs what it safely can (ids, missing lists,
+references by position) before validating; what it cannot repair becomes a PlanError, whose
+text is sent back once in a retry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from agentmesh.errors import PlanError
+from agentmesh.planning.plan import validate_plan
+from agentmesh.protocol import Plan
+
+PLANNER_STEP_ID = "planner"
+
+_SPLITTERS = re.compile(
+    r"(?:\band then\b|\bthen\b|\bafter that\b|\bafterwards\b|\bfinally\b|\balso\b|\bnext,|;|\n\s*(?:\d+[.)]|[-*]))",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"[.?!](?:\s+|$)")
+
+
+def looks_multipart(text: str) -> bool:
+    """A cheap guess whether a task has more than one part worth planning.
+
+    True for explicit sequencing words ("then", "after that"), lists, semicolons, or more than one
+    question/imperative sentence. A one-sentence request never pays for an LLM planning call.
+    """
+    stripped = text.strip()
+    if len(stripped) < 12:
+        return False
+    if _SPLITTERS.search(stripped):
+        return True
+    sentences = [s for s in _SENTENCE_END.split(stripped) if len(s.split()) >= 3]
+    if len(sentences) >= 2:
+        return True
+    # "Translate X and summarise Y": two verbs joined by "and" with a question mark or two clauses.
+    return stripped.count("?") >= 2
+
+
+def planning_instruction(text: str, error: str | None = None, max_steps: int = 8) -> str:
+    lines = [
+        "Split the task below into a few simple steps that other assistants will do.",
+        f"Answer with JSON only: {{\"steps\": [{{\"id\": \"s1\", \"instruction\": \"...\", \"depends_on\": []}}]}}.",
+        "Each instruction must be self-contained. Use depends_on to list the ids of steps whose answers",
+        f"a step needs. Use at most {max_steps} steps; parts that do not depend on each other have",
+        "empty depends_on so they can run in parallel.",
+        "",
+        f"Task: {text}",
+    ]
+    if error:
+        lines += ["", f"Your previous answer was invalid: {error}. Answer again with valid JSON."]
+    return "\n".join(lines)
+
+
+def _extract_json(output: str) -> Any:
+    text = output.strip()
+    fence = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
+    if fence:
+        text = fence.group(1).strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    start = text.find("{")
+    end = text.rfind("}")
+    if start != -1 and end > start:
+        try:
+            return json.loads(text[start : end + 1])
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"output is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    raise PlanError("output contains no JSON object")
+
+
+def parse_plan_output(output: str, max_steps: int = 32) -> Plan:
+    """Parse and repair a planner's output into a valid Plan; ids are normalised to s1..sN."""
+    data = _extract_json(output)
+    if isinstance(data, list):
+        data = {"steps": data}
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+        raise PlanError("expected an object with a 'steps' list", field="steps")
+    raw_steps = [s for s in data["steps"] if isinstance(s, dict)]
+    if not raw_steps:
+        raise PlanError("the plan has no steps", field="steps")
+    if len(raw_steps) > max_steps:
+        raise PlanError(f"the plan has {len(raw_steps)} steps; at most {max_steps} are allowed", field="steps")
+    old_to_new: dict[str, str] = {}
+    for i, step in enumerate(raw_steps, start=1):
+        old = str(step.get("id", i)).strip()
+        old_to_new.setdefault(old, f"s{i}")
+        old_to_new.setdefault(str(i), f"s{i}")
+    steps: list[dict[str, Any]] = []
+    for i, step in enumerate(raw_steps, start=1):
+        instruction = str(step.get("instruction") or step.get("task") or step.get("description") or "").strip()
+        if not instruction:
+            raise PlanError("step has no instruction", step_id=f"s{i}")
+        deps_raw = step.get("depends_on") or []
+        if not isinstance(deps_raw, list):
+            deps_raw = [deps_raw]
+        deps: list[str] = []
+        for dep in deps_raw:
+            new = old_to_new.get(str(dep).strip())
+            if new is None:
+                raise PlanError(f"depends on unknown step {dep!r}", step_id=f"s{i}")
+            if new != f"s{i}" and new not in deps:
+                deps.append(new)
+        steps.append({"id": f"s{i}", "instruction": instruction, "depends_on": deps})
+    return validate_plan({"steps": steps})

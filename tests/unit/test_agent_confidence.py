@@ -1,0 +1,74 @@
+"""Confidence formulas (agent/confidence.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from agentmesh.agent.confidence import (
+    TokenLogprob,
+    confidence,
+    from_completion_logprobs,
+    from_openai_logprobs,
+)
+
+
+def toks(*probs: float) -> list[TokenLogprob]:
+    return [TokenLogprob(math.log(p)) for p in probs]
+
+
+def test_mean_prob_is_the_geometric_mean() -> None:
+    value = confidence(toks(0.5, 0.8, 1.0), "mean_prob")
+    assert value == pytest.approx((0.5 * 0.8 * 1.0) ** (1 / 3))
+
+
+def test_min_prob_is_the_weakest_token() -> None:
+    assert confidence(toks(0.9, 0.2, 0.99), "min_prob") == pytest.approx(0.2)
+
+
+def test_margin_uses_top_two() -> None:
+    tokens = [
+        TokenLogprob(math.log(0.6), (math.log(0.6), math.log(0.3))),
+        TokenLogprob(math.log(0.9), (math.log(0.9), math.log(0.05))),
+    ]
+    assert confidence(tokens, "margin") == pytest.approx(((0.6 - 0.3) + (0.9 - 0.05)) / 2)
+
+
+def test_margin_without_alternatives_counts_the_runner_up_as_zero() -> None:
+    assert confidence([TokenLogprob(math.log(0.7))], "margin") == pytest.approx(0.7)
+
+
+def test_certain_and_uncertain_order() -> None:
+    sure = confidence(toks(0.99, 0.98, 0.97))
+    unsure = confidence(toks(0.4, 0.3, 0.5))
+    assert sure is not None and unsure is not None
+    assert 0.0 <= unsure < sure <= 1.0
+
+
+def test_empty_and_none() -> None:
+    assert confidence([], "mean_prob") is None
+    assert confidence(toks(0.5), "none") is None
+
+
+def test_minus_infinity_stays_in_range() -> None:
+    value = confidence([TokenLogprob(-math.inf), TokenLogprob(0.0)], "mean_prob")
+    assert value is not None and 0.0 <= value < 1e-6
+
+
+def test_openai_shapes() -> None:
+    content = [
+        {"token": "Li", "logprob": -0.1, "top_logprobs": [{"token": "Li", "logprob": -0.1}, {"token": "X", "logprob": -2.5}]},
+        {"token": "ma", "logprob": -0.2, "top_logprobs": []},
+    ]
+    tokens = from_openai_logprobs(content)
+    assert [t.logprob for t in tokens] == [-0.1, -0.2]
+    assert tokens[0].top == (-0.1, -2.5)
+    assert from_openai_logprobs(None) == []
+
+
+def test_completion_shapes() -> None:
+    lp = {"token_logprobs": [-0.5, None, -0.1], "top_logprobs": [{"a": -0.5, "b": -1.0}, None, {"c": -0.1}]}
+    tokens = from_completion_logprobs(lp)
+    assert [t.logprob for t in tokens] == [-0.5, -0.1]
+    assert tokens[0].top == (-0.5, -1.0)

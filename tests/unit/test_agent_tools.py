@@ -1,0 +1,115 @@
+"""The python-backend tools: exact arithmetic without eval, unit conversion, test helpers."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from agentmesh.agent import tools
+from agentmesh.agent.tools.arith import ArithmeticError_, evaluate, extract_expression, format_number
+from agentmesh.agent.tools.units import UnitError, convert, find_unit, parse_query
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("What is 12 * (3 + 4)?", "84"),
+        ("Compute 0.1 + 0.2", "0.3"),
+        ("1/3", "1/3 ≈ 0.333333333333"),
+        ("What is 15% of 80?", "12"),
+        ("2^10 - 1", "1023"),
+        ("How much is 3 x 4?", "12"),
+        ("what is -5 + 2?", "-3"),
+        ("7 // 2 and then?", "3"),
+        ("10 % 4", "2"),
+        ("12 × (3 − 4)", "-12"),
+        ("123456789123456789 * 987654321987654321", str(123456789123456789 * 987654321987654321)),
+    ],
+)
+def test_calculate(text: str, expected: str) -> None:
+    result = tools.calculate(text, {})
+    assert result == {"output": expected, "confidence": 1.0}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hello there",
+        "__import__('os').system('echo hi')",
+        "Calculate 10 / 0",
+        "compute 2**100000",
+        "9**9**9**9",
+    ],
+)
+def test_calculate_declines_what_it_cannot_do(text: str) -> None:
+    result = tools.calculate(text, {})
+    assert result["status"] == "declined"
+    assert result["reason"]
+
+
+def test_evaluator_rejects_names_calls_and_attributes() -> None:
+    for expr in ["x + 1", "abs(-1)", "(1).real", "[1, 2]", "1 if 1 else 2", "'a' * 3"]:
+        with pytest.raises(ArithmeticError_):
+            evaluate(expr)
+
+
+def test_exactness() -> None:
+    assert evaluate("0.1 + 0.2") == Fraction(3, 10)
+    assert evaluate("2 ** -2") == Fraction(1, 4)
+    assert format_number(Fraction(7, 8)) == "0.875"
+    assert format_number(Fraction(-5)) == "-5"
+    with pytest.raises(ArithmeticError_):
+        evaluate("2 ** 0.5")
+
+
+def test_extract_expression() -> None:
+    assert extract_expression("Please add 2 + 2, thanks") == "2 + 2"
+    assert extract_expression("no numbers") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("convert 5 km to miles", "5 km = 3.106855961 mi"),
+        ("100 F in C", "100 °F = 37.77777778 °C"),
+        ("how many ounces is 2 lb", "2 lb = 32 oz"),
+        ("Convert 1 GiB to MB", "1 GiB = 1073.741824 MB"),
+        ("1 mile in km", "1 mi = 1.609344 km"),
+        ("0 celsius to kelvin", "0 °C = 273.15 K"),
+        ("-40 C to F", "-40 °C = -40 °F"),
+        ("90 km/h in m/s", "90 km/h = 25 m/s"),
+    ],
+)
+def test_convert_units(text: str, expected: str) -> None:
+    assert tools.convert_units(text, {}) == {"output": expected, "confidence": 1.0}
+
+
+@pytest.mark.parametrize("text", ["5 km to kg", "10 parsecs to m", "what is love"])
+def test_convert_units_declines(text: str) -> None:
+    assert tools.convert_units(text, {})["status"] == "declined"
+
+
+def test_unit_table() -> None:
+    assert convert(Fraction(1), find_unit("inch"), find_unit("cm")) == Fraction(254, 100)
+    with pytest.raises(UnitError):
+        find_unit("furlongs per fortnight")
+    value, src, dst = parse_query("convert 3.5 kg into pounds")
+    assert (value, src.symbol, dst.symbol) == (Fraction(7, 2), "kg", "lb")
+
+
+def test_echo_logs_each_call(tmp_path: Path) -> None:
+    log = tmp_path / "calls.jsonl"
+    out = tools.echo("hi", {"a": "1"}, log_file=str(log))
+    assert out == "hi\n[a] 1"
+    tools.echo("again", {}, log_file=str(log))
+    assert len(log.read_text().splitlines()) == 2
+    assert tools.echo("x", {}, confidence=0.3) == {"output": "x", "confidence": 0.3}
+
+
+def test_helpers() -> None:
+    assert tools.low_confidence("q", {}, confidence=0.05)["confidence"] == 0.05
+    assert tools.decline("q", {})["status"] == "declined"
+    with pytest.raises(RuntimeError, match="boom"):
+        tools.fail("q", {}, message="boom")

@@ -1,0 +1,188 @@
+"""Step state machine, escalation policy and the ledger (pure logic, SQLite in a temp dir)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from agentmesh.orchestration import (
+    Attempt,
+    EscalationPolicy,
+    Ledger,
+    Step,
+    Task,
+    judge,
+    start_tier,
+    tiers_above,
+    why_not_escalated,
+)
+from agentmesh.protocol import Constraints, StepResult, TaskRequest, Usage
+
+
+def result(status: str = "ok", confidence: float | None = None, error: str | None = None) -> StepResult:
+    return StepResult(
+        task_id="t1", step_id="s1", attempt=1, agent_id="a1", status=status, confidence=confidence, error=error
+    )  # type: ignore[arg-type]
+
+
+def make_task() -> Task:
+    task = Task(request=TaskRequest(task_id="t1", client_id="c1", text="x"))
+    task.steps = {
+        "a": Step(id="a", instruction="A", query="A"),
+        "b": Step(id="b", instruction="B", query="B", depends_on=["a"]),
+        "c": Step(id="c", instruction="C", query="C", depends_on=["a"]),
+        "d": Step(id="d", instruction="D", query="D", depends_on=["b", "c"]),
+    }
+    task.output_ids = ["d"]
+    task.status = "running"
+    return task
+
+
+def test_judge_accepts_confident_and_unscored_answers() -> None:
+    policy = EscalationPolicy()
+    assert judge(result(confidence=0.9), "device", policy).accept
+    assert judge(result(confidence=None), "device", policy).accept
+    assert judge(result(confidence=0.1), "cloud", policy).accept  # cloud floor is 0 by default
+
+
+@pytest.mark.parametrize(
+    ("res", "fragment"),
+    [
+        (result("error", error="boom"), "error: boom"),
+        (result("declined"), "declined"),
+        (result(confidence=0.2), "confidence 0.20 below 0.50 on device"),
+    ],
+)
+def test_judge_names_why_an_answer_is_weak(res: StepResult, fragment: str) -> None:
+    verdict = judge(res, "device", EscalationPolicy())
+    assert not verdict.accept
+    assert verdict.reason is not None and fragment in verdict.reason
+
+
+def test_tier_ladder_respects_constraints() -> None:
+    assert tiers_above("device", Constraints()) == ["edge", "cloud"]
+    assert tiers_above("device", Constraints(max_tier="edge")) == ["edge"]
+    assert tiers_above("device", Constraints(max_tier="device")) == []
+    assert start_tier(None, Constraints(min_tier="edge")) == "edge"
+    assert start_tier("cloud", Constraints()) == "cloud"
+    assert start_tier("device", Constraints(min_tier="edge")) == "edge"
+    assert start_tier("cloud", Constraints(max_tier="edge")) == "edge"
+
+
+def test_why_not_escalated() -> None:
+    c = Constraints(max_tier="device")
+    assert "max_tier is device" in why_not_escalated("device", c, attempts_left=True, budget_left=True)
+    assert "attempt limit" in why_not_escalated("device", Constraints(), attempts_left=False, budget_left=True)
+    assert "max_cost_usd" in why_not_escalated("device", Constraints(), attempts_left=True, budget_left=False)
+
+
+def test_ready_steps_follow_the_dag() -> None:
+    task = make_task()
+    assert [s.id for s in task.ready()] == ["a"]
+    task.steps["a"].status = "done"
+    assert [s.id for s in task.ready()] == ["b", "c"]
+    task.steps["b"].status = "done"
+    assert [s.id for s in task.ready()] == ["c"]
+    task.steps["c"].status = "done"
+    assert [s.id for s in task.ready()] == ["d"]
+    assert not task.complete()
+    task.steps["d"].status = "done"
+    assert task.complete()
+
+
+def test_best_ok_prefers_confidence_then_higher_tier() -> None:
+    step = Step(id="s", instruction="x", query="x")
+    step.attempts = [
+        Attempt(attempt=1, agent_id="d1", tier="device", status="ok", confidence=0.3, output="weak"),
+        Attempt(attempt=2, agent_id="e1", tier="edge", status="error"),
+        Attempt(attempt=3, agent_id="e2", tier="edge", status="ok", confidence=0.4, output="better"),
+    ]
+    assert step.best_ok() == 2
+    step.attempts[2].confidence = 0.3
+    assert step.best_ok() == 2  # tie on confidence: the higher tier wins
+    step.attempts = step.attempts[:2]
+    assert step.best_ok() == 0
+    step.attempts = [step.attempts[1]]
+    assert step.best_ok() is None
+
+
+def test_previous_is_the_last_answered_attempt() -> None:
+    step = Step(id="s", instruction="x", query="x")
+    assert step.previous() is None
+    step.attempts = [
+        Attempt(attempt=1, agent_id="d1", tier="device", status="ok", output="weak", reason="low"),
+        Attempt(attempt=2, agent_id="d2", tier="device", status="timeout"),
+    ]
+    prev = step.previous()
+    assert prev is not None and prev.agent_id == "d1" and prev.output == "weak" and prev.reason == "low"
+
+
+def test_result_totals_and_outputs() -> None:
+    task = make_task()
+    for sid, tier, out in [("a", "device", "A!"), ("b", "edge", "B!"), ("c", "cloud", "C!"), ("d", "device", "D!")]:
+        step = task.steps[sid]
+        step.attempts = [
+            Attempt(
+                attempt=1,
+                agent_id="x",
+                tier=tier,  # type: ignore[arg-type]
+                status="ok",
+                output=out,
+                usage=Usage(prompt_tokens=1, completion_tokens=2, cost_usd=0.5),
+            )
+        ]
+        step.accepted = 0
+        step.status = "done"
+    task.status = "done"
+    task.finished_at = task.started_at + 1.5
+    res = task.result()
+    assert res.status == "done"
+    assert res.output == "D!"
+    assert res.outputs == {"a": "A!", "b": "B!", "c": "C!", "d": "D!"}
+    assert res.usage.completion_tokens == 8 and res.usage.cost_usd == pytest.approx(2.0)
+    assert res.cloud_steps == 1
+    assert res.elapsed_ms == pytest.approx(1500.0)
+    assert [s.id for s in res.steps] == ["a", "b", "c", "d"]
+
+
+def test_in_flight_only_lists_unanswered_attempts() -> None:
+    task = make_task()
+    a = task.steps["a"]
+    a.status = "dispatched"
+    a.attempts = [Attempt(attempt=1, agent_id="x", tier="device")]
+    assert [s.id for s, _ in task.in_flight()] == ["a"]
+    a.attempts[0].status = "ok"
+    assert task.in_flight() == []
+
+
+def test_ledger_round_trip_and_unfinished(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    task = make_task()
+    ledger.save(task)
+    done = Task(request=TaskRequest(task_id="t2", client_id="c1", text="y"), status="done", finished_at=time.time())
+    ledger.save(done)
+    assert ledger.exists("t1") and ledger.exists("t2") and not ledger.exists("t3")
+    assert [t.task_id for t in ledger.unfinished()] == ["t1"]
+    loaded = ledger.get("t1")
+    assert loaded is not None and loaded.steps["d"].depends_on == ["b", "c"]
+    ledger.close()
+    # A new process sees the same state (the router restart path).
+    again = Ledger(tmp_path / "ledger.sqlite")
+    assert [t.task_id for t in again.unfinished()] == ["t1"]
+
+
+def test_ledger_result_clearing_and_pruning(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite")
+    old = Task(request=TaskRequest(task_id="old", client_id="c", text="y"), status="done", finished_at=100.0)
+    new = Task(request=TaskRequest(task_id="new", client_id="c", text="y"), status="done", finished_at=time.time())
+    ledger.save(old)
+    ledger.save(new)
+    assert ledger.results_to_clear(before=1000.0) == ["old"]
+    assert [t.task_id for t in ledger.finished_since(time.time() - 60)] == ["new"]
+    assert ledger.prune(before=1000.0) == 0  # not cleared yet: kept
+    ledger.mark_cleared("old")
+    assert ledger.results_to_clear(before=1000.0) == []
+    assert ledger.prune(before=1000.0) == 1
+    assert not ledger.exists("old")

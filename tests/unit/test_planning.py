@@ -1,0 +1,144 @@
+"""Plan validation, the multi-part heuristic and the LLM planner's parser (no I/O)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agentmesh.errors import PlanError
+from agentmesh.planning import (
+    looks_multipart,
+    parse_plan_output,
+    plan_schema,
+    planning_instruction,
+    single_step_plan,
+    validate_plan,
+)
+
+
+def test_single_step_plan_has_one_output_step() -> None:
+    plan = single_step_plan("What is the capital of Peru?")
+    assert [s.id for s in plan.steps] == ["s1"]
+    assert plan.outputs() == ["s1"]
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment", "step_id"),
+    [
+        ({"steps": [{"id": "a", "instruction": "x"}, {"id": "a", "instruction": "y"}]}, "used twice", None),
+        ({"steps": [{"id": "a", "instruction": "x", "depends_on": ["zz"]}]}, "unknown step 'zz'", None),
+        ({"steps": [{"id": "a", "instruction": "x", "depends_on": ["a"]}]}, "itself", None),
+        (
+            {
+                "steps": [
+                    {"id": "a", "instruction": "x", "depends_on": ["b"]},
+                    {"id": "b", "instruction": "y", "depends_on": ["a"]},
+                ]
+            },
+            "cycle",
+            None,
+        ),
+        ({"steps": []}, "at least 1", None),
+        ({"steps": [{"id": "a", "instruction": ""}]}, "at least 1 character", "a"),
+        ({"steps": [{"id": "a", "instruction": "x"}], "output": ["b"]}, "unknown step 'b'", None),
+        ({"steps": [{"id": f"s{i}", "instruction": "x"} for i in range(33)]}, "at most 32", None),
+    ],
+)
+def test_validate_plan_names_the_problem(data: dict[str, object], fragment: str, step_id: str | None) -> None:
+    with pytest.raises(PlanError) as info:
+        validate_plan(data)
+    assert fragment in str(info.value)
+    assert info.value.step_id == step_id
+
+
+def test_validate_plan_accepts_a_diamond() -> None:
+    plan = validate_plan(
+        {
+            "steps": [
+                {"id": "a", "instruction": "x"},
+                {"id": "b", "instruction": "y", "depends_on": ["a"]},
+                {"id": "c", "instruction": "z", "depends_on": ["a"]},
+                {"id": "d", "instruction": "w", "depends_on": ["b", "c"]},
+            ]
+        }
+    )
+    assert plan.outputs() == ["d"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("What is the capital of Peru?", False),
+        ("Convert 5 km to miles", False),
+        ("hi", False),
+        ("Translate 'good morning' into French and then summarise the result in one line.", True),
+        ("What is 17*23? What is the capital of Peru?", True),
+        ("Do these:\n1. convert 3 km to m\n2. add 2 and 3", True),
+        ("Compute 2+2; then explain why.", True),
+    ],
+)
+def test_looks_multipart(text: str, expected: bool) -> None:
+    assert looks_multipart(text) is expected
+
+
+def test_parse_plan_output_normalises_ids_and_dependencies() -> None:
+    out = json.dumps(
+        {
+            "steps": [
+                {"id": "first", "instruction": "Compute 17*23", "depends_on": []},
+                {"id": "second", "instruction": "Capital of Peru", "depends_on": []},
+                {"id": "third", "instruction": "Combine", "depends_on": ["first", "2"]},
+            ]
+        }
+    )
+    plan = parse_plan_output("Here is the plan:\n```json\n" + out + "\n```")
+    assert [s.id for s in plan.steps] == ["s1", "s2", "s3"]
+    assert plan.steps[2].depends_on == ["s1", "s2"]
+    assert plan.outputs() == ["s3"]
+
+
+def test_parse_plan_output_drops_self_dependencies() -> None:
+    plan = parse_plan_output('{"steps":[{"id":"s1","instruction":"x","depends_on":["s1"]}]}')
+    assert plan.steps[0].depends_on == []
+
+
+@pytest.mark.parametrize(
+    ("output", "fragment"),
+    [
+        ("no json here", "no JSON"),
+        ('{"steps": "nope"}', "'steps' list"),
+        ('{"steps": []}', "no steps"),
+        ('{"steps": [{"id": "s1", "instruction": ""}]}', "no instruction"),
+        ('{"steps": [{"id": "s1", "instruction": "x", "depends_on": ["ghost"]}]}', "unknown step 'ghost'"),
+        (
+            '{"steps": [{"id": "a", "instruction": "x", "depends_on": ["b"]},'
+            ' {"id": "b", "instruction": "y", "depends_on": ["a"]}]}',
+            "cycle",
+        ),
+        ('{"steps": [{"id": "a", "instruction": "x"} ', "not valid JSON"),
+    ],
+)
+def test_parse_plan_output_errors(output: str, fragment: str) -> None:
+    with pytest.raises(PlanError) as info:
+        parse_plan_output(output)
+    assert fragment in str(info.value)
+
+
+def test_parse_plan_output_limits_steps() -> None:
+    steps = [{"id": str(i), "instruction": "x", "depends_on": []} for i in range(10)]
+    with pytest.raises(PlanError, match="at most 8"):
+        parse_plan_output(json.dumps({"steps": steps}), max_steps=8)
+
+
+def test_planning_instruction_carries_the_error_on_retry() -> None:
+    first = planning_instruction("do A then B")
+    retry = planning_instruction("do A then B", error="step 's2' depends on unknown step 'x'")
+    assert "do A then B" in first and "invalid" not in first
+    assert "unknown step 'x'" in retry
+
+
+def test_plan_schema_is_json_schema_for_steps() -> None:
+    schema = plan_schema()
+    assert schema["required"] == ["steps"]
+    assert schema["properties"]["steps"]["items"]["required"] == ["id", "instruction", "depends_on"]
