@@ -62,6 +62,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'agentmesh' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
 
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -88,11 +89,11 @@ __all__ = [
     "RouterConfig",
     "StepAssignment",
     "StepResult",
+    "TaskError",
     "TaskEvent",
     "TaskHandle",
     "TaskRequest",
     "TaskResult",
-    "TaskError",
     "TaskTimeout",
     "Topics",
     "TransportError",

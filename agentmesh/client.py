@@ -46,8 +46,9 @@ class TaskHandle:
             raise TaskError("submit(..., events=True) to stream events", task_id=self.task_id)
         try:
             while True:
-                get = asyncio.ensure_future(self._events.get())
-                done, _ = await asyncio.wait({get, self._result}, return_when=asyncio.FIRST_COMPLETED)
+                get: asyncio.Future[Any] = asyncio.ensure_future(self._events.get())
+                waiters: set[asyncio.Future[Any]] = {get, self._result}
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 if get not in done:
                     get.cancel()
                     # The result can overtake the last events; drain what is already here.
@@ -153,7 +154,9 @@ class MeshClient:
         """Publish a TaskRequest. Extra keywords (min_tier, max_tier, max_cost_usd, deadline_s, ...)
         build the constraints when ``constraints`` is not given."""
         if constraints is None:
-            constraints = Constraints.model_validate(constraint_fields) if constraint_fields else Constraints()
+            constraints = (
+                Constraints.model_validate(constraint_fields) if constraint_fields else Constraints()
+            )
         if isinstance(plan, dict):
             plan = Plan.model_validate(plan)
         request = TaskRequest(

@@ -39,7 +39,9 @@ class AgentEntry(BaseModel):
 class MeshConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    broker: str | None = Field(None, description="mqtt://host:port; a broker is started there if none answers")
+    broker: str | None = Field(
+        None, description="mqtt://host:port; a broker is started there if none answers"
+    )
     router: RouterConfig = Field(default_factory=RouterConfig)
     agents: list[AgentEntry] = Field(default_factory=list)
 

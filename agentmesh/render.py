@@ -91,10 +91,11 @@ def trace_lines(header: str, views: list[StepView]) -> list[str]:
 
 def result_header(result: TaskResult) -> str:
     u = result.usage
+    steps = len([s for s in result.steps if s.id != PLANNER_STEP_ID])
     return (
-        f"task {result.task_id} {result.status} in {result.elapsed_ms / 1000:.2f}s: "
-        f"{len([s for s in result.steps if s.id != PLANNER_STEP_ID])} step(s), {result.escalations} escalation(s), "
-        f"{result.cloud_steps} cloud step(s), {u.prompt_tokens + u.completion_tokens} tokens, ${u.cost_usd:.4f}"
+        f"task {result.task_id} {result.status} in {result.elapsed_ms / 1000:.2f}s: {steps} step(s), "
+        f"{result.escalations} escalation(s), {result.cloud_steps} cloud step(s), "
+        f"{u.prompt_tokens + u.completion_tokens} tokens, ${u.cost_usd:.4f}"
     )
 
 

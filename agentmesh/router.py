@@ -18,7 +18,16 @@ from typing import Any
 
 from agentmesh.directory import Directory
 from agentmesh.errors import AgentMeshError, PlanError, ProtocolError
-from agentmesh.orchestration import Attempt, Ledger, Step, Task, judge, start_tier, tiers_above, why_not_escalated
+from agentmesh.orchestration import (
+    Attempt,
+    Ledger,
+    Step,
+    Task,
+    judge,
+    start_tier,
+    tiers_above,
+    why_not_escalated,
+)
 from agentmesh.planning import (
     PLANNER_STEP_ID,
     looks_multipart,
@@ -71,7 +80,11 @@ class Router:
         embedder: Embedder | None = None,
     ) -> None:
         self.config = config or RouterConfig()
-        self.broker = broker if isinstance(broker, BrokerAddress) else BrokerAddress.resolve(broker or self.config.broker)
+        self.broker = (
+            broker
+            if isinstance(broker, BrokerAddress)
+            else BrokerAddress.resolve(broker or self.config.broker)
+        )
         self.topics = Topics(self.config.namespace)
         self.registry = Registry(embedder) if embedder is not None else Registry()
         self.matcher = Matcher(self.registry, self.config.matching)
@@ -103,14 +116,16 @@ class Router:
 
     async def start(self) -> None:
         self.ledger = Ledger(self.config.ledger_path())
+        # Subscribed before connecting: results queued in our persistent session while the
+        # router was down are delivered right after CONNACK and must have somewhere to land.
+        results = await self.client.subscribe(self.topics.router_results(self.config.router_id))
+        submit_filter = self.topics.submit
+        if await self.client.negotiate() and self.config.share_group:
+            submit_filter = self.topics.shared_submit(self.config.share_group)
+        submits = await self.client.subscribe(submit_filter)
         await self.client.connect()
         self.directory = Directory(self.client, self.topics, self.registry)
         await self.directory.start()
-        results = await self.client.subscribe(self.topics.router_results(self.config.router_id))
-        submit_filter = self.topics.submit
-        if self.client.mqtt5 and self.config.share_group:
-            submit_filter = self.topics.shared_submit(self.config.share_group)
-        submits = await self.client.subscribe(submit_filter)
         await self.client.publish(
             self.topics.router_presence(self.config.router_id),
             Presence(id=self.config.router_id, state="online"),
@@ -307,11 +322,17 @@ class Router:
                         task.request.text, error=str(exc), max_steps=self.config.max_plan_steps
                     )
                     match = Match(attempt.agent_id, attempt.tier, "plan", 1.0, 1.0)
-                    self._assign(task, step, match, kind="reassigned", detail=f"plan invalid, asking again: {exc}")
+                    self._assign(
+                        task, step, match, kind="reassigned", detail=f"plan invalid, asking again: {exc}"
+                    )
                     return
         if plan is None:
             step.status = "failed"
-            self._spawn(self._apply_plan(task, single_step_plan(task.request.text), f"single step (planner failed: {reason})"))
+            self._spawn(
+                self._apply_plan(
+                    task, single_step_plan(task.request.text), f"single step (planner failed: {reason})"
+                )
+            )
             return
         step.status = "done"
         step.accepted = len(step.attempts) - 1
@@ -382,7 +403,9 @@ class Router:
             return
         for step in task.ready():
             step.status = "dispatched"
-            self._route_and_assign(task, step, start_tier(step.tier, task.request.constraints), kind="dispatched")
+            self._route_and_assign(
+                task, step, start_tier(step.tier, task.request.constraints), kind="dispatched"
+            )
 
     def _route_and_assign(
         self,
@@ -395,7 +418,9 @@ class Router:
         why: str = "",
     ) -> None:
         constraints = task.request.constraints
-        matches = self._candidates(step.query, constraints, tier, exclude=step.tried_agents(), prefer_family=prefer_family)
+        matches = self._candidates(
+            step.query, constraints, tier, exclude=step.tried_agents(), prefer_family=prefer_family
+        )
         if not matches:
             # Everyone who could serve it is busy or was tried: wait for capacity on the first
             # attempt (the plan check proved some agent can), give up on the later ones.
@@ -432,7 +457,9 @@ class Router:
         self._save(task)
         self.registry.add_inflight(match.agent_id, 1)
         self._send_assignment(task, step, attempt, timeout)
-        self._event(task, kind, step, attempt, detail or f"capability {match.capability} (score {match.score:.2f})")
+        self._event(
+            task, kind, step, attempt, detail or f"capability {match.capability} (score {match.score:.2f})"
+        )
 
     def _send_assignment(self, task: Task, step: Step, attempt: Attempt, timeout: float) -> None:
         planner = step.id == PLANNER_STEP_ID
@@ -463,7 +490,9 @@ class Router:
         task = self._tasks.get(result.task_id)
         step = task.steps.get(result.step_id) if task else None
         if task is None or step is None or not 1 <= result.attempt <= len(step.attempts):
-            log.debug("StepResult for unknown %s/%s#%d ignored", result.task_id, result.step_id, result.attempt)
+            log.debug(
+                "StepResult for unknown %s/%s#%d ignored", result.task_id, result.step_id, result.attempt
+            )
             return
         attempt = step.attempts[result.attempt - 1]
         if attempt.finished or attempt.agent_id != result.agent_id:
@@ -512,7 +541,9 @@ class Router:
             self._keep_best_or_fail(
                 task,
                 step,
-                why_not_escalated(attempt.tier, constraints, attempts_left=attempts_left, budget_left=budget_left),
+                why_not_escalated(
+                    attempt.tier, constraints, attempts_left=attempts_left, budget_left=budget_left
+                ),
             )
             return
         self._save(task)
@@ -579,7 +610,13 @@ class Router:
             for step, attempt in task.in_flight():
                 entry = self.registry.get(attempt.agent_id)
                 if now > attempt.deadline_at:
-                    self._lost(task, step, attempt, "timeout", f"no answer within {attempt.deadline_at - attempt.dispatched_at:.1f}s")
+                    self._lost(
+                        task,
+                        step,
+                        attempt,
+                        "timeout",
+                        f"no answer within {attempt.deadline_at - attempt.dispatched_at:.1f}s",
+                    )
                 elif entry is None or entry.state == "offline":
                     self._lost(task, step, attempt, "offline", f"agent {attempt.agent_id} went offline")
         if now - self._last_housekeeping > 5.0:
@@ -592,7 +629,11 @@ class Router:
         self.registry.add_inflight(attempt.agent_id, -1)
         if step.id == PLANNER_STEP_ID:
             step.status = "failed"
-            self._spawn(self._apply_plan(task, single_step_plan(task.request.text), f"single step (planner: {reason})"))
+            self._spawn(
+                self._apply_plan(
+                    task, single_step_plan(task.request.text), f"single step (planner: {reason})"
+                )
+            )
             return
         self._after_weak(task, step, attempt, reassign=True)
 

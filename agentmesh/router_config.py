@@ -17,24 +17,31 @@ class RouterConfig(BaseModel):
 
     router_id: str = Field("router-1", pattern=ID_PATTERN)
     namespace: str = DEFAULT_NAMESPACE
-    broker: str | None = Field(None, description="mqtt://host:port; the CLI's --broker and $AGENTMESH_BROKER win")
+    broker: str | None = Field(
+        None, description="mqtt://host:port; the CLI's --broker and $AGENTMESH_BROKER win"
+    )
     share_group: str | None = Field(
         "agentmesh",
         description="shared-subscription group for the submit topic on MQTT 5 brokers, so N routers split "
         "the load; null subscribes plainly (every router sees every task)",
     )
     ledger: str | None = Field(
-        None, description="SQLite file; default ~/.local/state/agentmesh/<router_id>.sqlite; ':memory:' for none"
+        None,
+        description="SQLite file; default ~/.local/state/agentmesh/<router_id>.sqlite; ':memory:' for none",
     )
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
     matching: MatchWeights = Field(default_factory=MatchWeights)
-    step_timeout_s: float = Field(120.0, gt=0, description="an agent silent this long has its step reassigned")
+    step_timeout_s: float = Field(
+        120.0, gt=0, description="an agent silent this long has its step reassigned"
+    )
     planner_timeout_s: float = Field(60.0, gt=0)
     plan_retries: int = Field(1, ge=0, description="times a planner is asked again after an invalid plan")
     max_plan_steps: int = Field(8, ge=1, le=32)
     max_tokens: int | None = Field(512, ge=1, description="max_tokens sent with each assignment")
     result_ttl_s: float = Field(600.0, gt=0, description="retained TaskResults are cleared after this")
-    ledger_keep_s: float = Field(7 * 86400.0, gt=0, description="finished tasks are pruned from the ledger after this")
+    ledger_keep_s: float = Field(
+        7 * 86400.0, gt=0, description="finished tasks are pruned from the ledger after this"
+    )
     tick_s: float = Field(0.2, gt=0, description="how often timeouts, offline agents and TTLs are checked")
 
     @field_validator("ledger")

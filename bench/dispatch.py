@@ -43,7 +43,7 @@ RESULTS = ROOT / "bench" / "results" / "dispatch.json"
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 # ---- the raw floor ---------------------------------------------------------------------------
@@ -53,7 +53,9 @@ async def relay(broker: str, role: str) -> None:
     """A process that forwards: 'router' role raw/submit->raw/inbox and raw/results->raw/reply;
     'agent' role raw/inbox->raw/results."""
     routes = (
-        {"raw/submit": "raw/inbox", "raw/results": "raw/reply"} if role == "router" else {"raw/inbox": "raw/results"}
+        {"raw/submit": "raw/inbox", "raw/results": "raw/reply"}
+        if role == "router"
+        else {"raw/inbox": "raw/results"}
     )
     async with MqttClient(broker, client_id=f"relay-{role}-{os.getpid()}") as client:
         subs = [await client.subscribe(t) for t in routes]
@@ -69,7 +71,9 @@ async def relay(broker: str, role: str) -> None:
 async def measure_floor(broker: BrokerAddress, n: int) -> list[float]:
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--relay", role, "--broker", broker.url], stdout=subprocess.PIPE, text=True
+            [sys.executable, __file__, "--relay", role, "--broker", broker.url],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for role in ("router", "agent")
     ]
@@ -95,14 +99,27 @@ async def measure_floor(broker: BrokerAddress, n: int) -> list[float]:
 # ---- the mesh --------------------------------------------------------------------------------
 
 
-def start_mesh(broker: BrokerAddress, workdir: Path, agents: int, concurrency: int) -> list[subprocess.Popen[bytes]]:
+def start_mesh(
+    broker: BrokerAddress, workdir: Path, agents: int, concurrency: int
+) -> list[subprocess.Popen[bytes]]:
     router_cfg = workdir / "router.yaml"
     router_cfg.write_text(
-        yaml.safe_dump({"router_id": "bench-router", "ledger": str(workdir / "ledger.sqlite"), "result_ttl_s": 3600})
+        yaml.safe_dump(
+            {"router_id": "bench-router", "ledger": str(workdir / "ledger.sqlite"), "result_ttl_s": 3600}
+        )
     )
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "agentmesh", "--broker", broker.url, "router", "--config", str(router_cfg)],
+            [
+                sys.executable,
+                "-m",
+                "agentmesh",
+                "--broker",
+                broker.url,
+                "router",
+                "--config",
+                str(router_cfg),
+            ],
             stderr=(workdir / "router.log").open("wb"),
         )
     ]
@@ -177,7 +194,14 @@ async def throughput(mesh: MeshClient, n: int, window: int) -> dict[str, float]:
     await asyncio.gather(*(one() for _ in range(n)))
     elapsed = time.perf_counter() - t
     done = sum(1 for r in results if r is not None and r.status == "done")
-    return {"tasks": n, "window": window, "seconds": elapsed, "tasks_per_s": n / elapsed, "done": done, "lost": n - done}
+    return {
+        "tasks": n,
+        "window": window,
+        "seconds": elapsed,
+        "tasks_per_s": n / elapsed,
+        "done": done,
+        "lost": n - done,
+    }
 
 
 def embed_cost_ms() -> float:
@@ -197,7 +221,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="agentmesh-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        print(f"broker {broker.address}; measuring the raw 4-hop floor ({args.latency_n} round trips)...", flush=True)
+        print(
+            f"broker {broker.address}; measuring the raw 4-hop floor ({args.latency_n} round trips)...",
+            flush=True,
+        )
         floor = await measure_floor(broker.address, args.latency_n)
         procs = start_mesh(broker.address, workdir, args.agents, args.concurrency)
         async with MeshClient(broker.address, client_id="bench-client") as mesh:
@@ -254,7 +281,9 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small counts for a smoke run")
     parser.add_argument("--latency-n", type=int, default=300)
     parser.add_argument("--dag-n", type=int, default=100)

@@ -37,7 +37,9 @@ def python_agent(agent_id: str, tool: str = "echo", **kwargs: Any) -> dict[str, 
     return {
         "id": agent_id,
         "tier": "device",
-        "capabilities": [{"name": "echo", "description": "Repeat the instruction and the inputs.", "tags": ["echo"]}],
+        "capabilities": [
+            {"name": "echo", "description": "Repeat the instruction and the inputs.", "tags": ["echo"]}
+        ],
         "backend": {"kind": "python", "callable": callable_, "kwargs": kwargs},
         "concurrency": 2,
     }
@@ -75,12 +77,19 @@ class PahoProbe:
     def __init__(self, broker: BrokerAddress, *, client_id: str | None = None) -> None:
         self.broker = broker
         self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
+        self._backlog: list[tuple[str, bytes]] = []
         self._connected = threading.Event()
         self._subacks: dict[int, threading.Event] = {}
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"probe-{uuid.uuid4().hex[:8]}")
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or f"probe-{uuid.uuid4().hex[:8]}"
+        )
         self.client.on_connect = lambda c, u, f, rc, p: self._connected.set()
-        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, bytes(m.payload), bool(m.retain)))
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subacks.setdefault(mid, threading.Event()).set()
+        self.client.on_message = lambda c, u, m: self.messages.put(
+            (m.topic, bytes(m.payload), bool(m.retain))
+        )
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subacks.setdefault(
+            mid, threading.Event()
+        ).set()
         self.client.on_socket_open = lambda c, u, s: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def __enter__(self) -> PahoProbe:
@@ -104,9 +113,17 @@ class PahoProbe:
         info.wait_for_publish(10)
 
     def wait_for(self, topic: str, predicate: Any = None, timeout: float = 30.0) -> dict[str, Any]:
-        """The next JSON message on ``topic`` that satisfies ``predicate`` (others are skipped)."""
+        """The oldest JSON message on ``topic`` that satisfies ``predicate``; it is consumed,
+        other messages stay for later calls."""
         deadline = time.monotonic() + timeout
         while True:
+            for i, (got_topic, payload) in enumerate(self._backlog):
+                if got_topic != topic or not payload:
+                    continue
+                data = json.loads(payload)
+                if predicate is None or predicate(data):
+                    del self._backlog[i]
+                    return data  # type: ignore[no-any-return]
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"nothing matching on {topic} within {timeout}s")
@@ -114,23 +131,18 @@ class PahoProbe:
                 got_topic, payload, _ = self.messages.get(timeout=left)
             except queue.Empty:
                 continue
-            if got_topic != topic or not payload:
-                continue
-            data = json.loads(payload)
-            if predicate is None or predicate(data):
-                return data
+            self._backlog.append((got_topic, payload))
 
     def collect(self, topic: str, seconds: float) -> list[dict[str, Any]]:
-        """Every JSON message on ``topic`` arriving within ``seconds``."""
-        out: list[dict[str, Any]] = []
+        """Every JSON message on ``topic`` received so far or within ``seconds`` (consumed)."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             try:
-                got_topic, payload, _ = self.messages.get(timeout=left)
+                self._backlog.append(self.messages.get(timeout=left)[:2])
             except queue.Empty:
                 break
-            if got_topic == topic and payload:
-                out.append(json.loads(payload))
+        out = [json.loads(p) for t, p in self._backlog if t == topic and p]
+        self._backlog = [(t, p) for t, p in self._backlog if t != topic]
         return out
 
 

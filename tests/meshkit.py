@@ -58,7 +58,16 @@ class AgentProcess:
         self.log = workdir / f"{self.id}.log"
         env = dict(os.environ, AGENTMESH_STATE_DIR=str(workdir / "state"))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agentmesh.agent", str(self.path), "--broker", broker.url, "--namespace", NS],
+            [
+                sys.executable,
+                "-m",
+                "agentmesh.agent",
+                str(self.path),
+                "--broker",
+                broker.url,
+                "--namespace",
+                NS,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("wb"),
             env=env,

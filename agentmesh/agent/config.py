@@ -77,6 +77,10 @@ class PythonBackendConfig(_Strict):
     callable: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")]
     # Keyword arguments passed to the callable on every call (e.g. a tool's fixed confidence).
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    # A sync callable runs in a worker thread; ``inline: true`` calls it on the event loop instead,
+    # for functions that return in microseconds (the thread hop costs more than the call).
+    # Never for anything that blocks: it would stall the agent.
+    inline: bool = False
 
 
 BackendConfig = Annotated[

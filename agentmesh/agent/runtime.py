@@ -316,7 +316,10 @@ class Agent:
             )
             return self._result(msg, "error", error=why)
         try:
-            async with asyncio.timeout_at(_loop_time(deadline)):
+            if self._slots.locked():  # only a queued step needs the timeout machinery
+                async with asyncio.timeout_at(_loop_time(deadline)):
+                    await self._slots.acquire()
+            else:
                 await self._slots.acquire()
         except TimeoutError:
             why = f"deadline of {msg.deadline_s:g}s passed while the step was queued"

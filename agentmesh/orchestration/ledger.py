@@ -61,7 +61,8 @@ class Ledger:
 
     def finished_since(self, since: float) -> Iterator[Task]:
         rows = self._db.execute(
-            "SELECT state FROM tasks WHERE finished_at IS NOT NULL AND finished_at >= ? AND cleared = 0", (since,)
+            "SELECT state FROM tasks WHERE finished_at IS NOT NULL AND finished_at >= ? AND cleared = 0",
+            (since,),
         ).fetchall()
         for (state,) in rows:
             yield Task.model_validate_json(state)

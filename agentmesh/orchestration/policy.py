@@ -9,14 +9,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentmesh.protocol import TIERS, Constraints, StepResult, Tier
 
 
+def _default_floors() -> dict[Tier, float]:
+    return {"device": 0.5, "edge": 0.5, "cloud": 0.0}
+
+
 class EscalationPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     min_confidence: dict[Tier, float] = Field(
-        default_factory=lambda: {"device": 0.5, "edge": 0.5, "cloud": 0.0},
+        default_factory=_default_floors,
         description="an ok answer below this confidence on a tier escalates to the next tier",
     )
-    max_attempts: int = Field(4, ge=1, description="attempts per step, escalations and reassignments included")
+    max_attempts: int = Field(
+        4, ge=1, description="attempts per step, escalations and reassignments included"
+    )
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,7 @@ class Task(_State):
         end = self.finished_at or time.time()
         return TaskResult(
             task_id=self.task_id,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             output=output,
             outputs=outputs,
             error=self.error,

@@ -20,7 +20,8 @@ from agentmesh.protocol import Plan
 PLANNER_STEP_ID = "planner"
 
 _SPLITTERS = re.compile(
-    r"(?:\band then\b|\bthen\b|\bafter that\b|\bafterwards\b|\bfinally\b|\balso\b|\bnext,|;|\n\s*(?:\d+[.)]|[-*]))",
+    r"(?:\bthen\b|\bafter that\b|\bafterwards\b|\bfinally\b|\balso\b|\bnext,|;"
+    r"|\n\s*(?:\d+[.)]|[-*]))",
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"[.?!](?:\s+|$)")
@@ -47,7 +48,7 @@ def looks_multipart(text: str) -> bool:
 def planning_instruction(text: str, error: str | None = None, max_steps: int = 8) -> str:
     lines = [
         "Split the task below into a few simple steps that other assistants will do.",
-        f"Answer with JSON only: {{\"steps\": [{{\"id\": \"s1\", \"instruction\": \"...\", \"depends_on\": []}}]}}.",
+        'Answer with JSON only: {"steps": [{"id": "s1", "instruction": "...", "depends_on": []}]}.',
         "Each instruction must be self-contained. Use depends_on to list the ids of steps whose answers",
         f"a step needs. Use at most {max_steps} steps; parts that do not depend on each other have",
         "empty depends_on so they can run in parallel.",
@@ -89,7 +90,9 @@ def parse_plan_output(output: str, max_steps: int = 32) -> Plan:
     if not raw_steps:
         raise PlanError("the plan has no steps", field="steps")
     if len(raw_steps) > max_steps:
-        raise PlanError(f"the plan has {len(raw_steps)} steps; at most {max_steps} are allowed", field="steps")
+        raise PlanError(
+            f"the plan has {len(raw_steps)} steps; at most {max_steps} are allowed", field="steps"
+        )
     old_to_new: dict[str, str] = {}
     for i, step in enumerate(raw_steps, start=1):
         old = str(step.get("id", i)).strip()
@@ -97,7 +100,9 @@ def parse_plan_output(output: str, max_steps: int = 32) -> Plan:
         old_to_new.setdefault(str(i), f"s{i}")
     steps: list[dict[str, Any]] = []
     for i, step in enumerate(raw_steps, start=1):
-        instruction = str(step.get("instruction") or step.get("task") or step.get("description") or "").strip()
+        instruction = str(
+            step.get("instruction") or step.get("task") or step.get("description") or ""
+        ).strip()
         if not instruction:
             raise PlanError("step has no instruction", step_id=f"s{i}")
         deps_raw = step.get("depends_on") or []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,19 +24,21 @@ from agentmesh.protocol.messages import (
 )
 from agentmesh.protocol.topics import TopicKind, Topics
 
-MESSAGE_FOR_TOPIC: dict[TopicKind, type[Message]] = {
-    TopicKind.VCV: CapabilityVector,
-    TopicKind.AGENT_PRESENCE: Presence,
-    TopicKind.INBOX: StepAssignment,
-    TopicKind.SUBMIT: TaskRequest,
-    TopicKind.EVENTS: TaskEvent,
-    TopicKind.RESULT: TaskResult,
-    TopicKind.ROUTER_RESULTS: StepResult,
-    TopicKind.ROUTER_PRESENCE: Presence,
-}
+MESSAGE_FOR_TOPIC: Mapping[TopicKind, type[Message]] = MappingProxyType(
+    {
+        TopicKind.VCV: CapabilityVector,
+        TopicKind.AGENT_PRESENCE: Presence,
+        TopicKind.INBOX: StepAssignment,
+        TopicKind.SUBMIT: TaskRequest,
+        TopicKind.EVENTS: TaskEvent,
+        TopicKind.RESULT: TaskResult,
+        TopicKind.ROUTER_RESULTS: StepResult,
+        TopicKind.ROUTER_PRESENCE: Presence,
+    }
+)
 
 # Retained topics where an empty payload is the broker's way of clearing state.
-CLEARABLE = {TopicKind.VCV, TopicKind.AGENT_PRESENCE, TopicKind.RESULT, TopicKind.ROUTER_PRESENCE}
+CLEARABLE = frozenset({TopicKind.VCV, TopicKind.AGENT_PRESENCE, TopicKind.RESULT, TopicKind.ROUTER_PRESENCE})
 
 
 def encode(message: Message) -> bytes:

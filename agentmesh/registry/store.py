@@ -19,10 +19,18 @@ from typing import Literal
 import numpy as np
 
 from agentmesh.protocol import TIERS, CapabilityVector, Message, Presence, Tier, TopicKind, TopicRef, Topics
-from agentmesh.registry.embedder import Embedder, MiniLMEmbedder, Vectors, normalize_rows, same_model
+from agentmesh.registry.embedder import (
+    Embedder,
+    MiniLMEmbedder,
+    TokenEmbedder,
+    TokenVectors,
+    Vectors,
+    normalize_rows,
+    same_model,
+)
 from agentmesh.registry.index import IndexParams, TierIndex
-from agentmesh.registry.lexical import LexicalIndex
-from agentmesh.registry.text import ViewKind, capability_terms, capability_views
+from agentmesh.registry.lexical import DocumentFrequency, LexicalIndex
+from agentmesh.registry.text import TOKEN_VIEWS, ViewKind, capability_terms, capability_views
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +40,13 @@ ChangeKind = Literal["card", "deregister", "presence"]
 
 @dataclass(frozen=True)
 class PreparedCard:
-    """A card with the vectors of its capabilities' views (``vectors[i]`` is views x dim)."""
+    """A card with the vectors of its capabilities' views (``vectors[i]`` is views x dim) and, when
+    the embedder exposes them, the content-token vectors of each capability (late interaction)."""
 
     vcv: CapabilityVector
     vectors: list[Vectors]
     kinds: list[tuple[ViewKind, ...]]
+    tokens: list[TokenVectors | None] = field(default_factory=list)
     provided: bool = False
 
 
@@ -47,6 +57,7 @@ class AgentEntry:
     inflight: int = 0
     vectors: list[Vectors] = field(default_factory=list, repr=False)
     kinds: list[tuple[ViewKind, ...]] = field(default_factory=list, repr=False)
+    tokens: list[TokenVectors | None] = field(default_factory=list, repr=False)
 
     @property
     def agent_id(self) -> str:
@@ -121,6 +132,7 @@ class Registry:
         if self.embedder is not None:
             self._indices = {tier: TierIndex(self.embedder.dim, self.params) for tier in TIERS}
         self.lexical = LexicalIndex()
+        self.pieces = DocumentFrequency()
         self._listeners: list[Listener] = []
         # Bumped on every change / on card changes only / on in-flight changes: matchers cache
         # per-tier filters and matrices against these.
@@ -195,34 +207,55 @@ class Registry:
         if self.embedder is None:
             return [PreparedCard(v, [], []) for v in vcvs]
         embedder = self.embedder
-        out: list[PreparedCard | None] = [None] * len(vcvs)
+        out: list[PreparedCard] = []
         texts: list[str] = []
-        plan: list[tuple[int, list[tuple[ViewKind, ...]], list[int]]] = []
+        plan: list[tuple[int, list[tuple[ViewKind, ...]]]] = []
         for i, vcv in enumerate(vcvs):
             provided = _provided_vectors(vcv, embedder)
             if provided is not None:
-                out[i] = PreparedCard(vcv, [row.reshape(1, -1) for row in provided], [("card",)] * len(provided), True)
+                out.append(
+                    PreparedCard(
+                        vcv,
+                        [row.reshape(1, -1) for row in provided],
+                        [("card",)] * len(provided),
+                        [None] * len(provided),
+                        provided=True,
+                    )
+                )
                 continue
             kinds: list[tuple[ViewKind, ...]] = []
-            counts: list[int] = []
             for cap in vcv.capabilities:
                 views = capability_views(cap, max_examples=self.params.max_examples)
                 kinds.append(tuple(v.kind for v in views))
-                counts.append(len(views))
                 texts.extend(v.text for v in views)
-            plan.append((i, kinds, counts))
-        if texts:
+            plan.append((i, kinds))
+            out.append(PreparedCard(vcv, [], []))  # placeholder, filled below
+        if not texts:
+            return out
+        tokens: list[TokenVectors] | None = None
+        if isinstance(embedder, TokenEmbedder):
+            matrix, tokens = embedder.embed_with_tokens(texts)
+        else:
             matrix = embedder.embed(texts)
-            pos = 0
-            for i, kinds, counts in plan:
-                vectors = []
-                for n in counts:
-                    vectors.append(matrix[pos : pos + n])
-                    pos += n
-                out[i] = PreparedCard(vcvs[i], vectors, kinds)
-        return [p for p in out if p is not None]
+        pos = 0
+        for i, kinds in plan:
+            vectors: list[Vectors] = []
+            cap_tokens: list[TokenVectors | None] = []
+            for cap_kinds in kinds:
+                n = len(cap_kinds)
+                vectors.append(matrix[pos : pos + n])
+                if tokens is None:
+                    cap_tokens.append(None)
+                else:
+                    parts = [tokens[pos + j] for j, kind in enumerate(cap_kinds) if kind in TOKEN_VIEWS]
+                    cap_tokens.append(TokenVectors.concat(parts, embedder.dim))
+                pos += n
+            out[i] = PreparedCard(vcvs[i], vectors, kinds, cap_tokens)
+        return out
 
-    def apply_vcv(self, agent_id: str, vcv: CapabilityVector | None, *, prepared: PreparedCard | None = None) -> bool:
+    def apply_vcv(
+        self, agent_id: str, vcv: CapabilityVector | None, *, prepared: PreparedCard | None = None
+    ) -> bool:
         """Apply a card (or deregister on None). Returns whether the registry changed."""
         if vcv is None:
             return self._deregister(agent_id)
@@ -241,16 +274,19 @@ class Registry:
             inflight=self._inflight.get(agent_id, 0),
             vectors=prepared.vectors,
             kinds=prepared.kinds,
+            tokens=prepared.tokens or [None] * len(prepared.vectors),
         )
         if self._indices:
             refs = [(c, v) for c, vecs in enumerate(prepared.vectors) for v in range(len(vecs))]
             stacked = np.vstack(prepared.vectors) if prepared.vectors else np.empty((0, self.embedder_dim))
             self._indices[vcv.tier].set_agent(agent_id, stacked.astype(np.float32), refs)
         if old is not None:
-            for c in range(len(old.vcv.capabilities)):
-                self.lexical.remove((agent_id, c))
+            self._forget_terms(old)
         for c, cap in enumerate(vcv.capabilities):
             self.lexical.add((agent_id, c), capability_terms(cap))
+            tokens = entry.tokens[c] if c < len(entry.tokens) else None
+            if tokens is not None:
+                self.pieces.add((agent_id, c), tokens.pieces)
         self._entries[agent_id] = entry
         self._notify(agent_id, "card")
         return True
@@ -265,10 +301,14 @@ class Registry:
             return False
         if self._indices:
             self._indices[entry.tier].remove_agent(agent_id)
-        for c in range(len(entry.vcv.capabilities)):
-            self.lexical.remove((agent_id, c))
+        self._forget_terms(entry)
         self._notify(agent_id, "deregister")
         return True
+
+    def _forget_terms(self, entry: AgentEntry) -> None:
+        for c in range(len(entry.vcv.capabilities)):
+            self.lexical.remove((entry.agent_id, c))
+            self.pieces.remove((entry.agent_id, c))
 
     # ---- presence and load --------------------------------------------------------------
 
@@ -333,7 +373,9 @@ def _provided_vectors(vcv: CapabilityVector, embedder: Embedder) -> Vectors | No
     if emb is None or not same_model(emb.model, embedder.model_name):
         return None
     if any(len(v) != embedder.dim for v in emb.vectors):
-        log.info("%s: embedding vectors are not %d-dimensional; embedding the text", vcv.agent_id, embedder.dim)
+        log.info(
+            "%s: embedding vectors are not %d-dimensional; embedding the text", vcv.agent_id, embedder.dim
+        )
         return None
     arr = normalize_rows(emb.vectors)
     if not np.all(np.isfinite(arr)):

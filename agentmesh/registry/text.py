@@ -1,7 +1,8 @@
 """What text of a capability gets embedded, and how text is cut into terms for lexical matching.
 
 A capability is embedded as several *views*, each one label in the tier's index: the card (name,
-description and tags together), each example request, and the name with its tags. A user's request
+description and tags together), each example request, the name with its tags, and the bare
+description. A user's request
 often reads like one of the examples far more than like the description, so matching the views
 separately and blending them beats one vector for the whole card.
 """
@@ -15,7 +16,9 @@ from typing import Literal
 
 from agentmesh.protocol import Capability
 
-ViewKind = Literal["card", "example", "name"]
+ViewKind = Literal["card", "example", "name", "description"]
+# Views whose word pieces feed token late interaction (the name and bare description add no words).
+TOKEN_VIEWS: frozenset[ViewKind] = frozenset({"card", "example"})
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SPLIT = re.compile(r"[^a-z0-9]+")
@@ -30,7 +33,7 @@ STOPWORDS = frozenset(
     should so some such than that the their theirs them themselves then there these they this those through
     to too under until up very was we were what when where which while who whom why will with would you
     your yours yourself yourselves can't cannot could'nt let lets us get got want need needs make like one
-    also into using use used via e g eg ie etc thing things something anything kind sort bit""".split()
+    also into using use used via e g eg ie etc thing things something anything kind sort bit""".split()  # noqa: SIM905
 )
 
 
@@ -65,8 +68,18 @@ def capability_views(cap: Capability, *, max_examples: int = 8) -> list[View]:
     if cap.tags:
         name += ": " + ", ".join(humanize(t) for t in cap.tags)
     if name and name not in seen:
+        seen.add(name)
         views.append(View("name", name))
+    description = cap.description.strip()
+    if description not in seen:
+        views.append(View("description", description))
     return views
+
+
+def token_text(cap: Capability, *, max_examples: int = 8) -> str:
+    """The capability as one text for token-level matching: card and examples, each word read in
+    the context of the others."""
+    return " ".join([card_text(cap), *(e.strip() for e in cap.examples[:max_examples])])
 
 
 def stem(word: str) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 
 from agentmesh.errors import AgentMeshError
 from agentmesh.protocol import Constraints, Tier
-from agentmesh.registry.embedder import Vectors
+from agentmesh.registry.embedder import TokenEmbedder, TokenVectors, Vectors
 from agentmesh.registry.store import AgentEntry, Registry
 from agentmesh.registry.text import terms
 from agentmesh.routing.scoring import (
@@ -31,6 +31,7 @@ from agentmesh.routing.scoring import (
     combined_similarity,
     has_tags,
     ladder,
+    late_interaction,
     pick_tier,
     policy_problem,
     score,
@@ -77,6 +78,16 @@ class RouteExplanation:
         return self.by_tier.get(self.chosen, []) if self.chosen is not None else []
 
 
+@dataclass(frozen=True)
+class PreparedQuery:
+    """A query embedded once for all tiers: sentence vector, content tokens, lexical terms."""
+
+    text: str
+    vector: Vectors
+    tokens: TokenVectors | None
+    terms: list[str]
+
+
 @dataclass
 class _TierFilter:
     """Which labels of one tier a query may not see, for one (registry state, constraints) pair."""
@@ -98,19 +109,33 @@ class Matcher:
     # ---- queries ------------------------------------------------------------------------
 
     def embed_query(self, text: str) -> Vectors:
-        embedder = self.registry.embedder
-        assert embedder is not None
-        row: Vectors = embedder.embed([text])[0]
-        return row
+        return self.prepare_query(text).vector
 
     def embed_queries(self, texts: list[str]) -> Vectors:
+        """Embed many queries in one batch (and warm the embedder's cache for matching them)."""
         embedder = self.registry.embedder
         assert embedder is not None
+        if isinstance(embedder, TokenEmbedder):
+            return embedder.embed_with_tokens(texts)[0]
         return embedder.embed(texts)
+
+    def prepare_query(self, text: str, vector: Vectors | None = None) -> PreparedQuery:
+        """Embed ``text`` (thread-safe; the slow part of matching). With ``vector`` given, only
+        the sentence vector is used (no token matching)."""
+        embedder = self.registry.embedder
+        assert embedder is not None
+        tokens: TokenVectors | None = None
+        if vector is None:
+            if isinstance(embedder, TokenEmbedder):
+                vectors, toks = embedder.embed_with_tokens([text])
+                vector, tokens = vectors[0], toks[0]
+            else:
+                vector = embedder.embed([text])[0]
+        return PreparedQuery(text, vector, tokens, terms(text))
 
     def match(
         self,
-        query: str,
+        query: str | PreparedQuery,
         *,
         tier: Tier,
         constraints: Constraints | None = None,
@@ -121,12 +146,12 @@ class Matcher:
         allow_busy: bool = False,
     ) -> list[Match]:
         """The best agents of one tier for ``query``, best first (at most ``k``)."""
-        vec = self.embed_query(query) if query_vector is None else query_vector
-        return self._match_tier(vec, terms(query), tier, constraints, exclude, prefer_family, k, allow_busy)
+        prepared = query if isinstance(query, PreparedQuery) else self.prepare_query(query, query_vector)
+        return self._match_tier(prepared, tier, constraints, exclude, prefer_family, k, allow_busy)
 
     def explain(
         self,
-        query: str,
+        query: str | PreparedQuery,
         *,
         constraints: Constraints | None = None,
         start_tier: Tier = "device",
@@ -136,19 +161,20 @@ class Matcher:
         query_vector: Vectors | None = None,
         allow_busy: bool = False,
     ) -> RouteExplanation:
-        vec = self.embed_query(query) if query_vector is None else query_vector
-        qterms = terms(query)
+        """Every tier's matches on the ladder and the tier the step would go to."""
+        prepared = query if isinstance(query, PreparedQuery) else self.prepare_query(query, query_vector)
         tiers = ladder(start_tier, constraints)
         by_tier = {
-            t: self._match_tier(vec, qterms, t, constraints, exclude, prefer_family, k, allow_busy) for t in tiers
+            t: self._match_tier(prepared, t, constraints, exclude, prefer_family, k, allow_busy)
+            for t in tiers
         }
-        best = [(t, max((m.similarity for m in by_tier[t]), default=None)) for t in tiers]
+        best = [(t, max((m.score for m in by_tier[t]), default=None)) for t in tiers]
         chosen = pick_tier(best, self.weights.tier_margin)
-        return RouteExplanation(query, tiers, by_tier, chosen)
+        return RouteExplanation(prepared.text, tiers, by_tier, chosen)
 
     def route(
         self,
-        query: str,
+        query: str | PreparedQuery,
         *,
         constraints: Constraints | None = None,
         start_tier: Tier = "device",
@@ -176,21 +202,18 @@ class Matcher:
 
     async def aroute(self, query: str, **kwargs: Any) -> list[Match]:
         """``route`` with the query embedded in a worker thread (the event loop stays free)."""
-        if kwargs.get("query_vector") is None:
-            kwargs["query_vector"] = await asyncio.to_thread(self.embed_query, query)
-        return self.route(query, **kwargs)
+        prepared = await asyncio.to_thread(self.prepare_query, query, kwargs.pop("query_vector", None))
+        return self.route(prepared, **kwargs)
 
     async def amatch(self, query: str, **kwargs: Any) -> list[Match]:
-        if kwargs.get("query_vector") is None:
-            kwargs["query_vector"] = await asyncio.to_thread(self.embed_query, query)
-        return self.match(query, **kwargs)
+        prepared = await asyncio.to_thread(self.prepare_query, query, kwargs.pop("query_vector", None))
+        return self.match(prepared, **kwargs)
 
     # ---- one tier -----------------------------------------------------------------------
 
     def _match_tier(
         self,
-        vec: Vectors,
-        qterms: list[str],
+        query: PreparedQuery,
         tier: Tier,
         constraints: Constraints | None,
         exclude: Collection[str],
@@ -206,6 +229,7 @@ class Matcher:
         if allowed_labels <= 0:
             return []
         index = self.registry.index(tier)
+        vec = query.vector
         excluded_ids = {e.agent_id for e in excluded}
         candidates: dict[CapKey, float]  # capability -> dense similarity
         if allowed_labels <= w.exact_below:
@@ -224,7 +248,7 @@ class Matcher:
                 if entry is None or (agent_id, cap) in filt.blocked_caps:
                     continue
                 candidates[(agent_id, cap)] = view_similarity(entry.vectors[cap] @ vec, w.w_best_view)
-        return self._rank(candidates, qterms, tier, prefer_family, k)
+        return self._rank(candidates, query, tier, prefer_family, k)
 
     def _exact(self, vec: Vectors, filt: _TierFilter, excluded: set[str]) -> dict[CapKey, float]:
         w = self.weights
@@ -243,14 +267,28 @@ class Matcher:
         return out
 
     def _rank(
-        self, candidates: dict[CapKey, float], qterms: list[str], tier: Tier, prefer_family: str | None, k: int
+        self,
+        candidates: dict[CapKey, float],
+        query: PreparedQuery,
+        tier: Tier,
+        prefer_family: str | None,
+        k: int,
     ) -> list[Match]:
         w = self.weights
-        lexical = self.registry.lexical.scores(qterms, candidates.keys()) if w.w_lexical > 0 else {}
+        reg = self.registry
+        lexical = reg.lexical.scores(query.terms, candidates.keys()) if w.w_lexical > 0 else {}
+        qtok = query.tokens if w.w_token > 0 and query.tokens is not None and len(query.tokens) else None
+        qweights = np.array([reg.pieces.idf(p) for p in qtok.pieces], dtype=np.float32) if qtok else None
         best: dict[str, tuple[float, float, float, int]] = {}
         for (agent_id, cap), dense in candidates.items():
             lex = float(lexical.get((agent_id, cap), 0.0))
-            sim = combined_similarity(dense, lex, w.w_lexical)
+            token: float | None = None
+            if qtok is not None and qweights is not None:
+                entry = reg.get(agent_id)
+                cap_tokens = entry.tokens[cap] if entry is not None and cap < len(entry.tokens) else None
+                if cap_tokens is not None:
+                    token = late_interaction(qtok.vectors, qweights, cap_tokens.vectors)
+            sim = combined_similarity(dense, token, lex, w_token=w.w_token, w_lexical=w.w_lexical)
             held = best.get(agent_id)
             if held is None or sim > held[0]:
                 best[agent_id] = (sim, dense, lex, cap)
@@ -294,7 +332,12 @@ class Matcher:
         ckey = (
             None
             if constraints is None
-            else (constraints.region, constraints.data_class, constraints.max_cost_usd, tuple(constraints.tags))
+            else (
+                constraints.region,
+                constraints.data_class,
+                constraints.max_cost_usd,
+                tuple(constraints.tags),
+            )
         )
         key = (tier, reg.generation, reg.load_generation, ckey, allow_busy)
         cached = self._filters.get(key)
@@ -321,7 +364,9 @@ class Matcher:
                         filt.blocked_labels.add(label)
                 filt.blocked_caps.update((entry.agent_id, c) for c, ok_cap in enumerate(tagged) if not ok_cap)
             filt.allowed_agents.append(entry)
-            filt.allowed_labels += sum(len(v) for v, ok_cap in zip(entry.vectors, tagged, strict=True) if ok_cap)
+            filt.allowed_labels += sum(
+                len(v) for v, ok_cap in zip(entry.vectors, tagged, strict=True) if ok_cap
+            )
         self._filters[key] = filt
         while len(self._filters) > 32:
             self._filters.popitem(last=False)

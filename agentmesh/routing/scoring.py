@@ -4,8 +4,10 @@ one number. No I/O, no state; the matcher feeds these."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentmesh.protocol import TIERS, CapabilityVector, Constraints, Tier
@@ -22,18 +24,26 @@ class MatchWeights(BaseModel):
         0.08,
         ge=0.0,
         le=2.0,
-        description="a lower tier wins the ladder only if its best similarity is within this of the best tier's",
+        description="a cheaper tier wins the ladder only if its best similarity is this close to the best tier's",
     )
     w_cost: float = Field(0.05, ge=0.0, description="penalty for price (normalised to 0..1)")
     w_load: float = Field(0.1, ge=0.0, description="penalty for load/capacity")
     w_latency: float = Field(0.03, ge=0.0, description="penalty for p50 latency (normalised to 0..1)")
     w_family: float = Field(0.05, ge=0.0, description="bonus for the model family of the previous attempt")
-    w_lexical: float = Field(0.15, ge=0.0, le=1.0, description="weight of BM25 term overlap in the similarity")
+    w_lexical: float = Field(0.1, ge=0.0, le=1.0, description="weight of BM25 term overlap in the similarity")
+    w_token: float = Field(
+        0.5, ge=0.0, le=1.0, description="weight of token late interaction against the sentence vectors"
+    )
     w_best_view: float = Field(
-        0.5, ge=0.0, le=1.0, description="blend of the best view (an example, the name) against the whole card"
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="blend of the best view (an example, the name) against the whole card",
     )
     cost_ref_usd_per_mtok: float = Field(10.0, gt=0, description="price that counts as half the cost penalty")
-    latency_ref_ms: float = Field(2000.0, gt=0, description="p50 latency that counts as half the latency penalty")
+    latency_ref_ms: float = Field(
+        2000.0, gt=0, description="p50 latency that counts as half the latency penalty"
+    )
     est_tokens_in: int = Field(1000, ge=0, description="tokens assumed per step to check max_cost_usd")
     est_tokens_out: int = Field(500, ge=0)
     oversample: int = Field(8, ge=1, le=100, description="kNN labels fetched per wanted match")
@@ -59,8 +69,37 @@ def view_similarity(sims: Sequence[float] | np.ndarray, w_best_view: float) -> f
     return float(w_best_view * arr.max() + (1.0 - w_best_view) * arr[0])
 
 
-def combined_similarity(dense: float, lexical: float, w_lexical: float) -> float:
-    return dense + w_lexical * lexical
+def late_interaction(
+    query: npt.NDArray[np.floating[Any]],
+    query_weights: npt.NDArray[np.floating[Any]],
+    capability: npt.NDArray[np.floating[Any]],
+) -> float | None:
+    """Token-level match of a query and a capability (unit token vectors as rows), both ways.
+
+    Each query token takes its best match among the capability's tokens (weighted by rarity, so
+    "invoice" counts more than "help"), and each capability token its best match in the query.
+    Sentence vectors average a text into one point; this keeps the decisive words visible.
+    None when either side has no content tokens.
+    """
+    if len(query) == 0 or len(capability) == 0:
+        return None
+    sims = np.asarray(query, dtype=np.float32) @ np.asarray(capability, dtype=np.float32).T
+    weights = np.asarray(query_weights, dtype=np.float32)
+    total = float(weights.sum())
+    forward = (
+        float((sims.max(axis=1) * weights).sum() / total) if total > 0 else float(sims.max(axis=1).mean())
+    )
+    backward = float(sims.max(axis=0).mean())
+    return 0.5 * forward + 0.5 * backward
+
+
+def combined_similarity(
+    dense: float, token: float | None, lexical: float, *, w_token: float, w_lexical: float
+) -> float:
+    """Sentence similarity blended with token late interaction (when known) plus term overlap."""
+    if token is None:
+        token = dense
+    return (1.0 - w_token) * dense + w_token * token + w_lexical * lexical
 
 
 # ---- penalties ----------------------------------------------------------------------------------
@@ -83,7 +122,9 @@ def blended_price(vcv: CapabilityVector, weights: MatchWeights) -> float:
 
 
 def estimated_step_cost(vcv: CapabilityVector, weights: MatchWeights) -> float:
-    return (vcv.cost.usd_per_mtok_in * weights.est_tokens_in + vcv.cost.usd_per_mtok_out * weights.est_tokens_out) / 1e6
+    return (
+        vcv.cost.usd_per_mtok_in * weights.est_tokens_in + vcv.cost.usd_per_mtok_out * weights.est_tokens_out
+    ) / 1e6
 
 
 def score(

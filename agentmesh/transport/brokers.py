@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -102,13 +103,17 @@ class MosquittoBroker:
 
         Started as root, Mosquitto drops privileges to the ``mosquitto`` user, which cannot write to
         a private temp dir: retained messages would silently not survive a restart. Hand the dir to
-        that user; returns False when it does not exist (then Mosquitto is told to stay root).
+        that user when it can reach it; returns False when it cannot (Mosquitto is then told to stay
+        root, which it allows with a warning).
         """
         if os.geteuid() != 0:
             return True
         try:
             account = pwd.getpwnam("mosquitto")
         except KeyError:
+            return False
+        parents = self.data_dir.resolve().parents
+        if not all(p.stat().st_mode & stat.S_IXOTH for p in parents):
             return False
         for path in [self.data_dir, *self.data_dir.iterdir()]:
             os.chown(path, account.pw_uid, account.pw_gid)
@@ -156,7 +161,7 @@ class MosquittoBroker:
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    async def start(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 (public API)
+    async def start(self, timeout: float = 10.0) -> None:
         await asyncio.to_thread(self.start_sync, timeout)
 
     async def stop(self) -> None:

@@ -25,8 +25,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agentmesh.errors import ConnectError, ProtocolError, PublishTimeout, TransportError
-from agentmesh.protocol import Message, encode
+from agentmesh.errors import ConnectError, PayloadTooLarge, ProtocolError, PublishTimeout, TransportError
+from agentmesh.protocol import MAX_PAYLOAD_BYTES, Message, encode
 from agentmesh.transport.address import BrokerAddress
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class Subscription:
             self._queue.put_nowait(None)  # every later reader sees the end too
         return item
 
-    async def get(self, timeout: float | None = None) -> RawMessage:  # noqa: ASYNC109 (public API)
+    async def get(self, timeout: float | None = None) -> RawMessage:
         """The next message; TimeoutError after ``timeout`` s, TransportError once closed."""
         item = await (self._next() if timeout is None else asyncio.wait_for(self._next(), timeout))
         if item is None:
@@ -160,6 +160,9 @@ class MqttClient:
     ``session_expiry_s`` > 0 asks for a persistent session (clean_start/clean_session off), so
     QoS 1 messages sent to our subscriptions during a short disconnect are delivered afterwards;
     subscribe before ``connect()`` so those messages have a subscription to land in.
+    ``max_payload`` refuses bigger publishes locally (PayloadTooLarge): receivers drop them anyway
+    (DESIGN.md section 4), and Mosquitto answers an oversized packet by closing the connection, which
+    paho would then resend forever.
     """
 
     def __init__(
@@ -173,6 +176,7 @@ class MqttClient:
         protocol: ProtocolVersion = "auto",
         reconnect_delay: tuple[float, float] = (0.2, 5.0),
         max_inflight: int = 1000,
+        max_payload: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         self.broker = broker if isinstance(broker, BrokerAddress) else BrokerAddress.resolve(broker)
         self.client_id = client_id
@@ -182,6 +186,7 @@ class MqttClient:
         self.protocol = protocol
         self.reconnect_delay = reconnect_delay
         self.max_inflight = max_inflight
+        self.max_payload = max_payload
         self._paho: paho.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subs: list[Subscription] = []
@@ -191,6 +196,7 @@ class MqttClient:
         self._subacks: dict[int, asyncio.Future[bool]] = {}
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
+        self._disconnected.set()  # down until the first CONNACK
         self._first_connect: asyncio.Future[ReasonCode] | None = None
         # Connection generations: ``connects`` counts CONNACKs, ``_ready_gen`` the last one whose
         # subscriptions are all restored. A waiter for "ready after generation g" resolves when a
@@ -216,24 +222,33 @@ class MqttClient:
         """Connected, with every subscription acknowledged by the broker."""
         return self._connected.is_set()
 
-    async def connect(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 (public API)
+    async def negotiate(self, timeout: float = 5.0) -> bool:
+        """Settle the protocol version before connecting (True: MQTT 5).
+
+        With ``protocol="auto"`` this asks the broker on a throwaway connection. Callers use it to
+        choose their subscriptions (a shared subscription needs MQTT 5) before ``connect()``.
+        """
+        if self.protocol == "auto":
+            # amqtt answers an MQTT 5 CONNECT with a 3.1.1 CONNACK that paho's v5 parser chokes
+            # on, so ask with a throwaway connection first instead of trying and timing out.
+            v5 = await asyncio.to_thread(probe_mqtt5, self.broker, timeout)
+            self.protocol = "5" if v5 else "3.1.1"
+        return self.protocol == "5"
+
+    async def connect(self, timeout: float = 10.0) -> None:
         if self._paho is not None:
             raise TransportError("already connected; close() first", broker=str(self.broker))
         self._loop = asyncio.get_running_loop()
         self._closing = False
-        version = self.protocol
-        if version == "auto":
-            # amqtt answers an MQTT 5 CONNECT with a 3.1.1 CONNACK that paho's v5 parser chokes
-            # on, so ask with a throwaway connection first instead of trying and timing out.
-            v5 = await asyncio.to_thread(probe_mqtt5, self.broker, min(timeout, 5.0))
-            version = "5" if v5 else "3.1.1"
+        await self.negotiate(min(timeout, 5.0))
+        version: Literal["5", "3.1.1"] = "5" if self.protocol == "5" else "3.1.1"
         if version != "5":
             shared = [s.filter for s in self._subs if s.filter.startswith("$share/")]
             if shared:
                 raise TransportError(f"shared subscriptions {shared} need MQTT 5", broker=str(self.broker))
         await self._connect_once(version, timeout)
 
-    async def _connect_once(self, version: Literal["5", "3.1.1"], timeout: float) -> None:  # noqa: ASYNC109
+    async def _connect_once(self, version: Literal["5", "3.1.1"], timeout: float) -> None:
         assert self._loop is not None
         v5 = version == "5"
         persistent = self.session_expiry_s > 0
@@ -314,11 +329,12 @@ class MqttClient:
         Pending publishes and subscribes fail with TransportError; every subscription ends.
         """
         client = self._paho
-        if client is None or self._closing:
+        if self._closing:
             return
         self._closing = True
-        client.disconnect()
-        await asyncio.to_thread(client.loop_stop)
+        if client is not None:
+            client.disconnect()
+            await asyncio.to_thread(client.loop_stop)
         self._connected.clear()
         self._disconnected.set()
         self._paho = None
@@ -339,11 +355,11 @@ class MqttClient:
         self._subs.clear()
         self._markers.clear()
 
-    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (public API)
+    async def wait_connected(self, timeout: float | None = None) -> None:
         """Until connected with every subscription restored (returns at once if so)."""
         await asyncio.wait_for(self._connected.wait(), timeout)
 
-    async def wait_disconnected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (public API)
+    async def wait_disconnected(self, timeout: float | None = None) -> None:
         """Until the connection is lost or closed (returns at once if it is down)."""
         await asyncio.wait_for(self._disconnected.wait(), timeout)
 
@@ -356,7 +372,7 @@ class MqttClient:
         *,
         qos: int = 1,
         retain: bool = False,
-        timeout: float = 30.0,  # noqa: ASYNC109 (public API)
+        timeout: float = 30.0,
     ) -> None:
         """Publish; with QoS >= 1 return only after the broker acknowledged it.
 
@@ -364,8 +380,7 @@ class MqttClient:
         publish survives a short broker outage as long as it fits in ``timeout``.
         """
         client = self._require()
-        _check_publish_topic(topic)
-        data = _payload(payload)
+        data = self._checked(topic, payload)
         if qos == 0:
             client.publish(topic, data, 0, retain)
             return
@@ -388,8 +403,14 @@ class MqttClient:
     ) -> None:
         """Queue a publish without waiting for its PUBACK (paho still retries it)."""
         client = self._require()
+        client.publish(topic, self._checked(topic, payload), qos, retain)
+
+    def _checked(self, topic: str, payload: bytes | str | Message) -> bytes:
         _check_publish_topic(topic)
-        client.publish(topic, _payload(payload), qos, retain)
+        data = _payload(payload)
+        if len(data) > self.max_payload:
+            raise PayloadTooLarge(topic=topic, size=len(data), limit=self.max_payload)
+        return data
 
     async def clear_retained(self, topic: str) -> None:
         await self.publish(topic, b"", qos=1, retain=True)
@@ -401,7 +422,7 @@ class MqttClient:
         topic_filter: str,
         *,
         qos: int = 1,
-        timeout: float = 10.0,  # noqa: ASYNC109 (public API)
+        timeout: float = 10.0,
     ) -> Subscription:
         """Subscribe and return once the broker acknowledged it.
 
@@ -497,7 +518,7 @@ class MqttClient:
         self,
         filters: list[str],
         *,
-        timeout: float = 10.0,  # noqa: ASYNC109 (public API)
+        timeout: float = 10.0,
     ) -> list[RawMessage]:
         """Every retained message currently held for ``filters``, one per topic.
 
@@ -508,7 +529,9 @@ class MqttClient:
         if not filters:
             return []
         subs: list[Subscription] = []
-        marker_topic = f"{_filter_root(filters[0])}/_sync/{uuid.uuid4().hex}"
+        # The client id in the marker topic lets an ACL grant it: pattern readwrite {ns}/_sync/%c/#
+        me = "".join("_" if c in "/+#\0" else c for c in self.client_id) or "_"
+        marker_topic = f"{_filter_root(filters[0])}/_sync/{me}/{uuid.uuid4().hex}"
         try:
             for topic_filter in filters:
                 subs.append(await self.subscribe(topic_filter, timeout=timeout))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -39,7 +38,9 @@ class Mesh:
         return proc
 
     async def start(self, *agent_ids: str, **router_overrides: Any) -> tuple[Router, MeshClient]:
-        self.router = Router(router_config(self.tmp, **router_overrides), broker=self.broker.address, embedder=self.embedder)
+        self.router = Router(
+            router_config(self.tmp, **router_overrides), broker=self.broker.address, embedder=self.embedder
+        )
         await self.router.start()
         await wait_registered(self.router, *agent_ids)
         self.client = MeshClient(self.broker.address)
@@ -194,7 +195,16 @@ def start_router_process(config: Path, broker: MosquittoBroker, log: Path) -> An
     import sys
 
     return subprocess.Popen(
-        [sys.executable, "-m", "agentmesh", "--broker", broker.address.url, "router", "--config", str(config)],
+        [
+            sys.executable,
+            "-m",
+            "agentmesh",
+            "--broker",
+            broker.address.url,
+            "router",
+            "--config",
+            str(config),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=log.open("ab"),
     )

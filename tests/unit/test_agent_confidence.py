@@ -58,7 +58,11 @@ def test_minus_infinity_stays_in_range() -> None:
 
 def test_openai_shapes() -> None:
     content = [
-        {"token": "Li", "logprob": -0.1, "top_logprobs": [{"token": "Li", "logprob": -0.1}, {"token": "X", "logprob": -2.5}]},
+        {
+            "token": "Li",
+            "logprob": -0.1,
+            "top_logprobs": [{"token": "Li", "logprob": -0.1}, {"token": "X", "logprob": -2.5}],
+        },
         {"token": "ma", "logprob": -0.2, "top_logprobs": []},
     ]
     tokens = from_openai_logprobs(content)

@@ -47,7 +47,15 @@ def test_backend_is_discriminated_by_kind() -> None:
     py = parse_agent_config({**BASE, "backend": {"kind": "python", "callable": "agentmesh.agent.tools:echo"}})
     assert isinstance(py.backend, PythonBackendConfig)
     oa = parse_agent_config(
-        {**BASE, "backend": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m", "api_key_env": "K"}}
+        {
+            **BASE,
+            "backend": {
+                "kind": "openai",
+                "base_url": "http://127.0.0.1:1/v1",
+                "model": "m",
+                "api_key_env": "K",
+            },
+        }
     )
     assert isinstance(oa.backend, OpenAIBackendConfig)
     assert oa.backend.max_retries == 3
@@ -96,14 +104,18 @@ def test_env_expansion() -> None:
 
 def test_env_missing_names_key_and_variable() -> None:
     with pytest.raises(ConfigError) as err:
-        parse_agent_config({**BASE, "backend": {"kind": "openai", "base_url": "${NOPE_URL}", "model": "m"}}, env={})
+        parse_agent_config(
+            {**BASE, "backend": {"kind": "openai", "base_url": "${NOPE_URL}", "model": "m"}}, env={}
+        )
     assert err.value.field == "backend.base_url"
     assert "NOPE_URL" in str(err.value)
 
 
 def test_load_agent_config_reports_the_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("id: a\ntier: device\ncapabilities: [{name: x, description: y}]\nbackend: {kind: python}\n")
+    path.write_text(
+        "id: a\ntier: device\ncapabilities: [{name: x, description: y}]\nbackend: {kind: python}\n"
+    )
     with pytest.raises(ConfigError) as err:
         load_agent_config(path)
     assert str(path) in str(err.value)

@@ -24,7 +24,7 @@ from agentmesh.agent.tools.units import UnitError, convert, find_unit, parse_que
         ("what is -5 + 2?", "-3"),
         ("7 // 2 and then?", "3"),
         ("10 % 4", "2"),
-        ("12 × (3 − 4)", "-12"),
+        ("12 \u00d7 (3 \u2212 4)", "-12"),  # multiplication sign, minus sign
         ("123456789123456789 * 987654321987654321", str(123456789123456789 * 987654321987654321)),
     ],
 )

@@ -23,7 +23,13 @@ from agentmesh.protocol import Constraints, StepResult, TaskRequest, Usage
 
 def result(status: str = "ok", confidence: float | None = None, error: str | None = None) -> StepResult:
     return StepResult(
-        task_id="t1", step_id="s1", attempt=1, agent_id="a1", status=status, confidence=confidence, error=error
+        task_id="t1",
+        step_id="s1",
+        attempt=1,
+        agent_id="a1",
+        status=status,
+        confidence=confidence,
+        error=error,
     )  # type: ignore[arg-type]
 
 
@@ -74,7 +80,9 @@ def test_tier_ladder_respects_constraints() -> None:
 def test_why_not_escalated() -> None:
     c = Constraints(max_tier="device")
     assert "max_tier is device" in why_not_escalated("device", c, attempts_left=True, budget_left=True)
-    assert "attempt limit" in why_not_escalated("device", Constraints(), attempts_left=False, budget_left=True)
+    assert "attempt limit" in why_not_escalated(
+        "device", Constraints(), attempts_left=False, budget_left=True
+    )
     assert "max_cost_usd" in why_not_escalated("device", Constraints(), attempts_left=True, budget_left=False)
 
 
@@ -121,7 +129,12 @@ def test_previous_is_the_last_answered_attempt() -> None:
 
 def test_result_totals_and_outputs() -> None:
     task = make_task()
-    for sid, tier, out in [("a", "device", "A!"), ("b", "edge", "B!"), ("c", "cloud", "C!"), ("d", "device", "D!")]:
+    for sid, tier, out in [
+        ("a", "device", "A!"),
+        ("b", "edge", "B!"),
+        ("c", "cloud", "C!"),
+        ("d", "device", "D!"),
+    ]:
         step = task.steps[sid]
         step.attempts = [
             Attempt(
@@ -161,7 +174,9 @@ def test_ledger_round_trip_and_unfinished(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite")
     task = make_task()
     ledger.save(task)
-    done = Task(request=TaskRequest(task_id="t2", client_id="c1", text="y"), status="done", finished_at=time.time())
+    done = Task(
+        request=TaskRequest(task_id="t2", client_id="c1", text="y"), status="done", finished_at=time.time()
+    )
     ledger.save(done)
     assert ledger.exists("t1") and ledger.exists("t2") and not ledger.exists("t3")
     assert [t.task_id for t in ledger.unfinished()] == ["t1"]
@@ -176,7 +191,9 @@ def test_ledger_round_trip_and_unfinished(tmp_path: Path) -> None:
 def test_ledger_result_clearing_and_pruning(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite")
     old = Task(request=TaskRequest(task_id="old", client_id="c", text="y"), status="done", finished_at=100.0)
-    new = Task(request=TaskRequest(task_id="new", client_id="c", text="y"), status="done", finished_at=time.time())
+    new = Task(
+        request=TaskRequest(task_id="new", client_id="c", text="y"), status="done", finished_at=time.time()
+    )
     ledger.save(old)
     ledger.save(new)
     assert ledger.results_to_clear(before=1000.0) == ["old"]

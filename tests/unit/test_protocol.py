@@ -522,6 +522,16 @@ def test_vcv_limits() -> None:
     data = sample(TopicKind.VCV)
     data["model"]["backend"] = "torch"
     assert error_of(TopicKind.VCV, data).field == "model.backend"
+    for path, value in [
+        (("model", "params_b"), 0),
+        (("model", "context_window"), 0),
+        (("qos", "tokens_per_s"), -5.0),
+        (("qos", "p50_latency_ms"), -1),
+        (("qos", "max_concurrency"), 0),
+    ]:
+        data = sample(TopicKind.VCV)
+        data[path[0]][path[1]] = value
+        assert error_of(TopicKind.VCV, data).field == ".".join(path)
 
 
 def test_task_request_rules() -> None:

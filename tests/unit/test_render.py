@@ -22,7 +22,9 @@ def diamond() -> Task:
         task.steps[sid].attempts = [Attempt(attempt=1, agent_id="calc", tier="device", status="ok")]
         task.steps[sid].accepted = 0
     task.steps["b"].attempts = [
-        Attempt(attempt=1, agent_id="phone", tier="device", status="ok", confidence=0.2, reason="confidence low"),
+        Attempt(
+            attempt=1, agent_id="phone", tier="device", status="ok", confidence=0.2, reason="confidence low"
+        ),
         Attempt(attempt=2, agent_id="gemma", tier="edge", status="ok", confidence=0.8),
     ]
     task.steps["b"].accepted = 1

@@ -121,6 +121,8 @@ class PythonBackend:
         kwargs = dict(self.config.kwargs)
         if self._is_async:
             value = await fn(*args, **kwargs)
+        elif self.config.inline:
+            value = fn(*args, **kwargs)
         else:
             value = await asyncio.to_thread(fn, *args, **kwargs)
             if inspect.isawaitable(value):

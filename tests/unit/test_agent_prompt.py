@@ -1,0 +1,33 @@
+"""What the model sees for a step (agent/prompt.py)."""
+
+from __future__ import annotations
+
+from agentmesh.agent.prompt import StepRequest, chat_messages, user_message
+from agentmesh.protocol import PreviousAttempt
+
+
+def test_plain_step() -> None:
+    msgs = chat_messages(StepRequest(instruction="  Capital of Peru?  ", system_prompt="Be brief."))
+    assert msgs == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Capital of Peru?"},
+    ]
+    assert chat_messages(StepRequest(instruction="x"))[0]["role"] == "user"
+
+
+def test_inputs_previous_and_schema_are_included() -> None:
+    text = user_message(
+        StepRequest(
+            instruction="Summarize.",
+            inputs={"s1": "Lima is the capital.", "s2": "Peru is in South America."},
+            previous=PreviousAttempt(
+                agent_id="phone-1", tier="device", output="Lime", reason="low confidence 0.2"
+            ),
+            response_format={"type": "object"},
+        )
+    )
+    assert text.startswith("Summarize.")
+    assert "[s1]\nLima is the capital." in text and "[s2]" in text
+    assert "phone-1" in text and "Lime" in text and "low confidence 0.2" in text
+    assert '{"type":"object"}' in text
+    assert text.index("[s1]") < text.index("Lime")
