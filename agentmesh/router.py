@@ -583,12 +583,15 @@ class Router:
         task.error = error
         task.finished_at = time.time()
         self._save(task)
-        self._publish_result(task)
-        self._event(task, status, detail=error or task.result().output[:200])
+        result = task.result()
+        # The final event before the result: a client that stops listening when the result
+        # arrives has then seen every event.
+        self._event(task, status, detail=error or result.output[:200])
+        self._publish_result(task, result)
         self._tasks.pop(task.task_id, None)
 
-    def _publish_result(self, task: Task) -> None:
-        result = task.result()
+    def _publish_result(self, task: Task, result: TaskResult | None = None) -> None:
+        result = result or task.result()
         self._publish(self.topics.result(task.task_id), result, retain=True)
         if task.request.reply_to:
             self._publish(task.request.reply_to, result)

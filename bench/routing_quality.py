@@ -1,8 +1,9 @@
 """Routing quality: does a request go to the capability that should serve it?
 
 Loads a mesh of agent cards and labelled user requests (bench/data/), routes every request with the
-same Matcher that ``agentmesh match`` uses (tier ladder from device, default constraints) and
-reports top-1 and top-3 capability accuracy, next to plain MiniLM cosine over each capability's text
+same Matcher and the same ranking that ``agentmesh match`` prints (tier ladder from device, default
+constraints: where the step goes, then the alternatives) and reports top-1 and top-3 capability
+accuracy, next to plain MiniLM cosine over each capability's text
 (one vector per capability, best over all tiers) as the baseline, in the same run.
 
     python bench/routing_quality.py              # main set + held-out set
@@ -78,7 +79,7 @@ def evaluate_matcher(registry: Registry, queries: list[Query], weights: MatchWei
     misses = []
     start = time.perf_counter()
     for query in queries:
-        matches = matcher.route(query.text)
+        matches = matcher.explain(query.text).ranked(weights.k)
         got = [f"{m.agent_id}/{m.capability}" for m in matches]
         if got[:1] and got[0] in query.expect:
             top1 += 1

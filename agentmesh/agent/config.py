@@ -44,6 +44,8 @@ class LlamaCppBackendConfig(_Strict):
     n_batch: Annotated[int, Field(ge=8)] = 512
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    # >1 discourages repeating recent tokens (small models loop under greedy decoding).
+    repeat_penalty: Annotated[float, Field(ge=1.0, le=2.0)] = 1.0
     max_tokens: Annotated[int, Field(ge=1)] = 256
     seed: int = 0
     chat_format: str | None = None  # None: the chat template stored in the GGUF

@@ -15,38 +15,37 @@ Seen = Literal["new", "running", "done"]
 
 
 class StepLedger:
+    """Running keys (unbounded: each is a step the agent holds) and an LRU of finished results."""
+
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[StepKey, StepResult | None] = OrderedDict()
+        self._running: set[StepKey] = set()
+        self._done: OrderedDict[StepKey, StepResult] = OrderedDict()
 
     def begin(self, key: StepKey) -> tuple[Seen, StepResult | None]:
         """Register ``key``; say whether it is new, still running, or done (with its result)."""
-        if key in self._entries:
-            result = self._entries[key]
-            self._entries.move_to_end(key)
-            return ("running", None) if result is None else ("done", result)
-        self._entries[key] = None
-        self._evict()
+        if key in self._running:
+            return "running", None
+        result = self._done.get(key)
+        if result is not None:
+            self._done.move_to_end(key)
+            return "done", result
+        self._running.add(key)
         return "new", None
 
     def finish(self, key: StepKey, result: StepResult) -> None:
-        self._entries[key] = result
-        self._entries.move_to_end(key)
-        self._evict()
+        self._running.discard(key)
+        self._done[key] = result
+        self._done.move_to_end(key)
+        while len(self._done) > self.capacity:
+            self._done.popitem(last=False)
 
     def forget(self, key: StepKey) -> None:
-        self._entries.pop(key, None)
+        self._running.discard(key)
+        self._done.pop(key, None)
 
     def running(self) -> int:
-        return sum(1 for v in self._entries.values() if v is None)
+        return len(self._running)
 
     def __len__(self) -> int:
-        return len(self._entries)
-
-    def _evict(self) -> None:
-        while len(self._entries) > self.capacity:
-            # The oldest finished entry; never a running one (its duplicate would run it twice).
-            victim = next((k for k, v in self._entries.items() if v is not None), None)
-            if victim is None:
-                return
-            del self._entries[victim]
+        return len(self._running) + len(self._done)

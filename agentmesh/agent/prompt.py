@@ -24,7 +24,9 @@ class StepRequest:
     deadline: float | None = None  # time.monotonic() after which the backend should stop early
 
 
-def user_message(request: StepRequest) -> str:
+def user_message(request: StepRequest, *, schema_in_prompt: bool = True) -> str:
+    """The user turn. ``schema_in_prompt=False`` when the decoder itself enforces the schema (a
+    grammar): small models tend to copy schema text such as "#/$defs/..." into their answer."""
     parts = [request.instruction.strip()]
     if request.inputs:
         lines = ["Results of earlier steps:"]
@@ -38,15 +40,17 @@ def user_message(request: StepRequest) -> str:
             f"({prev.reason}). Write a better answer; reuse what is right in it.\n"
             f"Previous attempt:\n{prev.output.strip()}"
         )
-    if request.response_format is not None:
+    if request.response_format is not None and schema_in_prompt:
         schema = json.dumps(request.response_format, separators=(",", ":"))
         parts.append(f"Answer with one JSON object matching this JSON schema:\n{schema}")
+    elif request.response_format is not None:
+        parts.append("Answer with one JSON object only.")
     return "\n\n".join(p for p in parts if p)
 
 
-def chat_messages(request: StepRequest) -> list[dict[str, str]]:
+def chat_messages(request: StepRequest, *, schema_in_prompt: bool = True) -> list[dict[str, str]]:
     messages: list[dict[str, str]] = []
     if request.system_prompt.strip():
         messages.append({"role": "system", "content": request.system_prompt.strip()})
-    messages.append({"role": "user", "content": user_message(request)})
+    messages.append({"role": "user", "content": user_message(request, schema_in_prompt=schema_in_prompt)})
     return messages

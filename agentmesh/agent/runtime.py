@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -277,9 +278,36 @@ class Agent:
             log.info("duplicate of finished step %s/%s#%d: resending its result", *key)
             self._send_soon(msg.reply_to, cached)
             return
+        inline = getattr(self.backend, "run_inline", None)
+        if inline is not None and getattr(self.backend, "inline", False):
+            self._answer_inline(key, msg, inline)
+            return
         task = asyncio.create_task(self._execute(key, msg), name=f"step-{msg.task_id}-{msg.step_id}")
         self._running[key] = _Running(msg, task)
         self._load_changed(+1)
+
+    def _answer_inline(
+        self, key: StepKey, msg: StepAssignment, run: Callable[[StepRequest], BackendResult]
+    ) -> None:
+        """A microsecond tool (python backend, ``inline: true``): run it right here and queue the
+        result, without a task or thread hop (each costs more than the call itself)."""
+        started = time.monotonic()
+        result = self._stale(msg)
+        if result is None:
+            try:
+                out = run(self._request(msg, started + msg.deadline_s))
+                result = self._result_from(msg, out, (time.monotonic() - started) * 1000.0)
+            except Exception as exc:
+                result = self._result(msg, "error", error=_describe(exc))
+        self._finished(key, result)
+        client = self.client
+        if client is None:
+            return
+        try:
+            # paho keeps and retries the QoS 1 publish itself (also across a reconnect).
+            client.publish_nowait(msg.reply_to, result, qos=1)
+        except AgentMeshError as exc:
+            log.error("could not deliver the result of %s/%s: %s", msg.task_id, msg.step_id, exc)
 
     def _send_soon(self, topic: str, result: StepResult) -> None:
         task = asyncio.create_task(self._send(topic, result))
@@ -300,21 +328,40 @@ class Agent:
         running = self._running.pop(key, None)
         if running is not None and running.answered:
             return  # stop() already answered it
+        self._finished(key, result)
+        await self._send(msg.reply_to, result)
+
+    def _finished(self, key: StepKey, result: StepResult) -> None:
         self._ledger.finish(key, result)
         if result.status == "ok":
             self.stats.executed += 1
         else:
             self.stats.errors += result.status == "error"
             self.stats.declined += result.status == "declined"
-        await self._send(msg.reply_to, result)
+
+    def _stale(self, msg: StepAssignment) -> StepResult | None:
+        """An error result when the step waited in a broker queue longer than its whole budget."""
+        age = (datetime.now(UTC) - _aware(msg.sent_at)).total_seconds()
+        if age <= msg.deadline_s + CLOCK_SKEW_S:
+            return None
+        why = f"deadline of {msg.deadline_s:g}s passed before the agent got the step (sent {age:.1f}s ago)"
+        return self._result(msg, "error", error=why)
+
+    def _request(self, msg: StepAssignment, deadline: float) -> StepRequest:
+        return StepRequest(
+            instruction=msg.instruction,
+            inputs=dict(msg.inputs),
+            previous=msg.previous,
+            system_prompt=self.config.system_prompt,
+            max_tokens=msg.max_tokens,
+            response_format=msg.response_format,
+            deadline=deadline,
+        )
 
     async def _run_step(self, msg: StepAssignment, deadline: float) -> StepResult:
-        age = (datetime.now(UTC) - _aware(msg.sent_at)).total_seconds()
-        if age > msg.deadline_s + CLOCK_SKEW_S:
-            why = (
-                f"deadline of {msg.deadline_s:g}s passed before the agent got the step (sent {age:.1f}s ago)"
-            )
-            return self._result(msg, "error", error=why)
+        stale = self._stale(msg)
+        if stale is not None:
+            return stale
         try:
             if self._slots.locked():  # only a queued step needs the timeout machinery
                 async with asyncio.timeout_at(_loop_time(deadline)):
@@ -325,15 +372,7 @@ class Agent:
             why = f"deadline of {msg.deadline_s:g}s passed while the step was queued"
             return self._result(msg, "error", error=why)
         try:
-            request = StepRequest(
-                instruction=msg.instruction,
-                inputs=dict(msg.inputs),
-                previous=msg.previous,
-                system_prompt=self.config.system_prompt,
-                max_tokens=msg.max_tokens,
-                response_format=msg.response_format,
-                deadline=deadline,
-            )
+            request = self._request(msg, deadline)
             started = time.monotonic()
             try:
                 async with asyncio.timeout_at(_loop_time(deadline)):

@@ -1,6 +1,15 @@
 """The capability registry: cards (VCVs) and presence, embedded into one HNSW index per tier."""
 
-from agentmesh.registry.embedder import MINILM_NAME, Embedder, MiniLMEmbedder, normalize_rows, same_model
+from agentmesh.registry.embedder import (
+    MINILM_NAME,
+    Embedder,
+    HashingEmbedder,
+    MiniLMEmbedder,
+    TokenEmbedder,
+    TokenVectors,
+    normalize_rows,
+    same_model,
+)
 from agentmesh.registry.index import IndexParams, LabelRef, TierIndex
 from agentmesh.registry.lexical import LexicalIndex
 from agentmesh.registry.store import AgentEntry, AgentState, PreparedCard, Registry, RegistryChange
@@ -11,6 +20,7 @@ __all__ = [
     "AgentEntry",
     "AgentState",
     "Embedder",
+    "HashingEmbedder",
     "IndexParams",
     "LabelRef",
     "LexicalIndex",
@@ -19,6 +29,8 @@ __all__ = [
     "Registry",
     "RegistryChange",
     "TierIndex",
+    "TokenEmbedder",
+    "TokenVectors",
     "View",
     "capability_views",
     "normalize_rows",

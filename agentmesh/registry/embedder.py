@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agentmesh.errors import ModelError
-from agentmesh.registry.text import STOPWORDS
+from agentmesh.registry.text import STOPWORDS, terms
 
 Vectors = npt.NDArray[np.float32]
 
@@ -271,3 +272,24 @@ def content_tokens(pieces: list[str], vectors: npt.NDArray[np.float32]) -> Token
     if not keep:
         return TokenVectors((), np.empty((0, vectors.shape[1]), dtype=np.float16))
     return TokenVectors(tuple(pieces[i] for i in keep), normalize_rows(vectors[keep]).astype(np.float16))
+
+
+class HashingEmbedder:
+    """Hashed bag of stemmed words: no model, deterministic, instant.
+
+    Far weaker than MiniLM (no synonyms); meant for unit tests of the registry and matcher and
+    for trying the mesh on a machine without torch.
+    """
+
+    model_name = "hashing-bow"
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+
+    def embed(self, texts: list[str]) -> Vectors:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for term in terms(text) or [text.lower()]:
+                h = zlib.crc32(term.encode())
+                out[i, h % self.dim] += 1.0 if (h >> 16) & 1 else -1.0
+        return normalize_rows(out)

@@ -60,6 +60,7 @@ class TierIndex:
         self._next_label = 0
         self._refs: dict[int, LabelRef] = {}
         self._by_agent: dict[str, list[int]] = {}
+        self._deleted = 0  # slots marked deleted and not yet reused
         self.resizes = 0
 
     def __len__(self) -> int:
@@ -89,6 +90,7 @@ class TierIndex:
         labels = list(range(self._next_label, self._next_label + len(refs)))
         self._next_label += len(refs)
         self._reserve(len(labels))
+        self._deleted -= min(self._deleted, len(labels))
         self._index.add_items(
             np.ascontiguousarray(vectors, dtype=np.float32),
             np.asarray(labels, dtype=np.uint64),
@@ -105,11 +107,12 @@ class TierIndex:
         for label in labels:
             self._index.mark_deleted(label)
             del self._refs[label]
+        self._deleted += len(labels)
         return len(labels)
 
     def _reserve(self, n: int) -> None:
         # Deleted slots are reused first, so the element count only grows when they run out.
-        needed = int(self._index.get_current_count()) + n
+        needed = int(self._index.get_current_count()) + max(0, n - self._deleted)
         capacity = self.capacity
         if needed > capacity:
             self._index.resize_index(max(needed, capacity * 2))

@@ -77,6 +77,14 @@ class RouteExplanation:
     def matches(self) -> list[Match]:
         return self.by_tier.get(self.chosen, []) if self.chosen is not None else []
 
+    def ranked(self, k: int | None = None) -> list[Match]:
+        """Where the step goes first, then the alternatives: the chosen tier's matches in score
+        order, then the other tiers' by similarity."""
+        others = [m for t in self.tiers if t != self.chosen for m in self.by_tier[t]]
+        others.sort(key=lambda m: (-m.similarity, m.agent_id))
+        out = self.matches + others
+        return out[:k] if k is not None else out
+
 
 @dataclass(frozen=True)
 class PreparedQuery:
@@ -168,7 +176,7 @@ class Matcher:
             t: self._match_tier(prepared, t, constraints, exclude, prefer_family, k, allow_busy)
             for t in tiers
         }
-        best = [(t, max((m.score for m in by_tier[t]), default=None)) for t in tiers]
+        best = [(t, max((m.similarity for m in by_tier[t]), default=None)) for t in tiers]
         chosen = pick_tier(best, self.weights.tier_margin)
         return RouteExplanation(prepared.text, tiers, by_tier, chosen)
 

@@ -19,9 +19,9 @@ class MatchWeights(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     k: int = Field(5, ge=1, le=100, description="matches returned per query")
-    min_similarity: float = Field(0.3, ge=-1.0, le=2.0, description="below this a capability does not match")
+    min_similarity: float = Field(0.15, ge=-1.0, le=2.0, description="below this a capability does not match")
     tier_margin: float = Field(
-        0.08,
+        0.0,
         ge=0.0,
         le=2.0,
         description="a cheaper tier wins the ladder only if its best similarity is this close to the best tier's",

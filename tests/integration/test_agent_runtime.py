@@ -300,3 +300,22 @@ async def test_reconnects_after_broker_restart(mosquitto: MosquittoBroker, tmp_p
         retained = await h.client.retained([T.agent_presence("rc-a")])
         p = decode(Presence, retained[0].payload)
         assert isinstance(p, Presence) and p.state == "online"
+
+
+async def test_inline_tools_answer_dedupe_and_fail_cleanly(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "inline.jsonl"
+    echo = python_agent("inl-echo", log_file=str(log))
+    echo["backend"]["inline"] = True
+    failing = python_agent("inl-fail", "fail", message="inline boom")
+    failing["backend"]["inline"] = True
+    await harness.agent(echo)
+    await harness.agent(failing)
+    msg = assignment(REPLY, task_id="t-inl", instruction="fast")
+    await harness.send("inl-echo", msg)
+    await harness.send("inl-echo", msg)  # duplicate: the cached result, not a second call
+    first, second = await harness.result(), await harness.result()
+    assert first.output == second.output == "fast" and first.status == "ok"
+    assert len(log.read_text().splitlines()) == 1
+    await harness.send("inl-fail", assignment(REPLY, task_id="t-inl-fail"))
+    res = await harness.result()
+    assert res.status == "error" and res.error == "RuntimeError: inline boom"

@@ -75,9 +75,14 @@ async def test_three_step_dag_runs_branches_in_parallel_and_passes_outputs(mesh:
     _, client = await mesh.start("echo-1")
     plan = {
         "steps": [
-            {"id": "left", "instruction": "alpha"},
-            {"id": "right", "instruction": "beta"},
-            {"id": "join", "instruction": "combine", "depends_on": ["left", "right"]},
+            {"id": "left", "instruction": "alpha", "capability": "repeat the text back"},
+            {"id": "right", "instruction": "beta", "capability": "repeat the text back"},
+            {
+                "id": "join",
+                "instruction": "combine",
+                "capability": "repeat the text back",
+                "depends_on": ["left", "right"],
+            },
         ]
     }
     result, events = await run_collecting(client, "echo three steps", plan=plan)

@@ -193,6 +193,7 @@ class LlamaCppBackend:
                 "max_tokens": max_tokens,
                 "temperature": self.config.temperature,
                 "top_p": self.config.top_p,
+                "repeat_penalty": self.config.repeat_penalty,
                 "seed": self.config.seed,
                 "logits_processor": [recorder],
                 "grammar": grammar,
@@ -221,7 +222,7 @@ class LlamaCppBackend:
         )
 
     def _messages(self, request: StepRequest) -> list[dict[str, str]]:
-        messages = chat_messages(request)
+        messages = chat_messages(request, schema_in_prompt=False)  # the grammar enforces it
         if not self._system_role and messages and messages[0]["role"] == "system":
             system, user = messages[0]["content"], messages[1]["content"]
             messages = [{"role": "user", "content": f"{system}\n\n{user}"}]
@@ -230,7 +231,7 @@ class LlamaCppBackend:
     @staticmethod
     def _completion_prompt(request: StepRequest) -> str:
         head = f"{request.system_prompt.strip()}\n\n" if request.system_prompt.strip() else ""
-        return f"{head}Task: {user_message(request)}\nAnswer:"
+        return f"{head}Task: {user_message(request, schema_in_prompt=False)}\nAnswer:"
 
     def _eos(self) -> int | None:
         try:

@@ -3,7 +3,8 @@
 ``callable: "package.module:function"`` is called as ``fn(instruction, inputs, **kwargs)``, or
 ``fn(instruction, inputs, previous, **kwargs)`` when it has a third positional parameter (or one
 named ``previous``), where ``kwargs`` are the config's ``backend.kwargs``. Sync functions run in
-a worker thread, coroutine functions on the loop. The return value is the output string, or a
+a worker thread (or, with ``inline: true``, right on the event loop: for tools that return in
+microseconds), coroutine functions on the loop. The return value is the output string, or a
 dict with ``output`` and optionally ``confidence`` (0..1), ``status`` ("ok" | "declined") and
 ``reason`` (why it declined; sent as the StepResult's ``error``). ``previous`` is None or a dict
 {agent_id, tier, output, reason}.
@@ -111,13 +112,36 @@ class PythonBackend:
     def model_info(self) -> ModelInfo:
         return ModelInfo(family="python", name=self.config.callable, backend="python")
 
+    @property
+    def inline(self) -> bool:
+        """Whether the runtime may call ``run_inline`` on its event loop (config ``inline: true``)."""
+        return self.config.inline and self._fn is not None and not self._is_async
+
+    def run_inline(self, request: StepRequest) -> BackendResult:
+        fn = self._fn
+        if fn is None:
+            raise BackendError("backend not loaded", backend="python")
+        value = fn(*self._args(request), **self.config.kwargs)
+        if inspect.isawaitable(value):
+            close = getattr(value, "close", None)
+            if callable(close):
+                close()
+            raise BackendError(
+                f"{self.config.callable} returned an awaitable; drop inline: true", backend="python"
+            )
+        return to_result(value, spec=self.config.callable)
+
+    def _args(self, request: StepRequest) -> list[Any]:
+        args: list[Any] = [request.instruction, dict(request.inputs)]
+        if self._previous:
+            args.append(request.previous.model_dump() if request.previous is not None else None)
+        return args
+
     async def run(self, request: StepRequest) -> BackendResult:
         fn = self._fn
         if fn is None:
             raise BackendError("backend not loaded", backend="python")
-        args: list[Any] = [request.instruction, dict(request.inputs)]
-        if self._previous:
-            args.append(request.previous.model_dump() if request.previous is not None else None)
+        args = self._args(request)
         kwargs = dict(self.config.kwargs)
         if self._is_async:
             value = await fn(*args, **kwargs)

@@ -1,0 +1,182 @@
+"""The matcher over a registry with a model-free embedder: filters, collapse, scoring, tier ladder,
+and the HNSW path agreeing with exact scoring."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agentmesh.protocol import CapabilityVector, Constraints, Presence
+from agentmesh.registry import HashingEmbedder, Registry
+from agentmesh.routing import Matcher, MatchWeights
+
+TRANSLATE = {"name": "translate", "description": "Translate text between languages.", "tags": ["translate"]}
+SUMMARIZE = {
+    "name": "summarize",
+    "description": "Summarize a long report into bullet points.",
+    "tags": ["summary"],
+}
+INVOICE = {
+    "name": "invoices",
+    "description": "Extract totals and VAT from supplier invoices.",
+    "tags": ["invoice"],
+}
+
+
+def card(agent_id: str, tier: str, caps: list[dict[str, Any]], **extra: Any) -> CapabilityVector:
+    return CapabilityVector.model_validate(
+        {"agent_id": agent_id, "version": 1, "tier": tier, "capabilities": caps, **extra}
+    )
+
+
+@pytest.fixture
+def registry() -> Registry:
+    reg = Registry(HashingEmbedder(256))
+    for vcv in [
+        card(
+            "phone",
+            "device",
+            [TRANSLATE],
+            model={"family": "gemma", "name": "g-270m", "backend": "llama_cpp"},
+        ),
+        card(
+            "box",
+            "edge",
+            [SUMMARIZE, TRANSLATE],
+            model={"family": "qwen", "name": "q-3b", "backend": "llama_cpp"},
+        ),
+        card(
+            "cloud-a",
+            "cloud",
+            [TRANSLATE, SUMMARIZE],
+            cost={"usd_per_mtok_in": 5, "usd_per_mtok_out": 15},
+            model={"family": "gemma", "name": "g-27b", "backend": "openai"},
+        ),
+        card(
+            "cloud-b",
+            "cloud",
+            [TRANSLATE, SUMMARIZE],
+            model={"family": "qwen", "name": "q-72b", "backend": "openai"},
+        ),
+        card(
+            "cloud-inv", "cloud", [INVOICE], policy={"region": "eu", "data_classes": ["public", "internal"]}
+        ),
+    ]:
+        reg.apply_vcv(vcv.agent_id, vcv)
+    return reg
+
+
+def ids(matches: list[Any]) -> list[str]:
+    return [m.agent_id for m in matches]
+
+
+def test_match_collapses_to_agents_best_first(registry: Registry) -> None:
+    matcher = Matcher(registry)
+    matches = matcher.match("translate this text into languages", tier="cloud")
+    assert ids(matches)[:2] == ["cloud-b", "cloud-a"]  # same similarity, cloud-a costs more
+    assert all(m.capability == "translate" for m in matches[:2])
+    assert len(set(ids(matches))) == len(matches)
+    assert matches[0].score > matches[1].score
+    assert matches[0].to_json().keys() == {"agent_id", "tier", "capability", "similarity", "score"}
+
+
+def test_route_climbs_the_ladder_past_empty_tiers(registry: Registry) -> None:
+    matcher = Matcher(registry)
+    assert ids(matcher.route("translate text between languages"))[:1] == ["phone"]
+    # no device agent summarises: the edge box is the first tier with a match of that quality
+    assert ids(matcher.route("summarize this long report into bullet points"))[:1] == ["box"]
+    # escalation: start above the device, without the agents tried
+    assert ids(matcher.route("translate text", start_tier="edge", exclude={"box"}))[:1] == ["cloud-b"]
+
+
+def test_offline_draining_excluded_and_busy_agents_are_filtered(registry: Registry) -> None:
+    matcher = Matcher(registry)
+    q = "translate text between languages"
+    registry.apply_presence("cloud-b", Presence(id="cloud-b", state="offline"))
+    assert ids(matcher.match(q, tier="cloud")) == ["cloud-a"]
+    registry.apply_presence("cloud-b", Presence(id="cloud-b", state="online", load=0, capacity=1))
+    registry.add_inflight("cloud-b", 1)  # at capacity
+    assert ids(matcher.match(q, tier="cloud")) == ["cloud-a"]
+    assert "cloud-b" in ids(matcher.match(q, tier="cloud", allow_busy=True))
+    registry.add_inflight("cloud-b", -1)
+    registry.apply_presence("cloud-a", Presence(id="cloud-a", state="draining"))
+    assert ids(matcher.match(q, tier="cloud")) == ["cloud-b"]
+    assert matcher.match(q, tier="cloud", exclude={"cloud-b"}) == []
+    # the whole ladder: the phone is offline too, so the step goes to the edge box
+    registry.apply_presence("phone", Presence(id="phone", state="offline"))
+    assert ids(matcher.route(q))[:1] == ["box"]
+
+
+def test_policy_and_tag_constraints(registry: Registry) -> None:
+    matcher = Matcher(registry)
+    q = "extract the VAT totals from this supplier invoice"
+    assert ids(matcher.route(q))[:1] == ["cloud-inv"]
+    assert matcher.route(q, constraints=Constraints(region="us")) == []
+    assert ids(matcher.route(q, constraints=Constraints(region="eu")))[:1] == ["cloud-inv"]
+    assert matcher.route(q, constraints=Constraints(region="eu", data_class="personal")) == []
+    assert matcher.route(q, constraints=Constraints(max_tier="edge")) == []
+    # tags are checked per capability: the box's translate capability lacks "summary"
+    matches = matcher.match(
+        "translate or summarize text", tier="edge", constraints=Constraints(tags=["summary"])
+    )
+    assert [(m.agent_id, m.capability) for m in matches] == [("box", "summarize")]
+
+
+def test_max_cost_drops_expensive_agents(registry: Registry) -> None:
+    matcher = Matcher(registry)
+    q = "translate text between languages"
+    assert set(ids(matcher.match(q, tier="cloud"))) >= {"cloud-a", "cloud-b"}
+    cheap = ids(matcher.match(q, tier="cloud", constraints=Constraints(max_cost_usd=0.001)))
+    assert "cloud-a" not in cheap and "cloud-b" in cheap
+
+
+def test_prefer_family_breaks_ties(registry: Registry) -> None:
+    matcher = Matcher(registry, MatchWeights(w_family=0.2))
+    q = "translate text between languages"
+    assert ids(matcher.match(q, tier="cloud", prefer_family="gemma"))[0] == "cloud-a"
+    assert ids(matcher.match(q, tier="cloud", prefer_family="qwen"))[0] == "cloud-b"
+
+
+def test_min_similarity_drops_unrelated(registry: Registry) -> None:
+    matcher = Matcher(registry, MatchWeights(min_similarity=0.3))
+    assert matcher.route("bake sourdough bread") == []
+    explanation = matcher.explain("bake sourdough bread")
+    assert explanation.chosen is None and explanation.ranked() == []
+
+
+def test_hnsw_path_agrees_with_exact_scoring() -> None:
+    rng = np.random.default_rng(7)
+    words = [f"w{i}" for i in range(400)]
+    reg = Registry(HashingEmbedder(128))
+    for a in range(60):
+        caps = [
+            {
+                "name": f"cap{c}",
+                "description": " ".join(rng.choice(words, 6)),
+                "tags": list(rng.choice(words, 2)),
+            }
+            for c in range(3)
+        ]
+        reg.apply_vcv(f"a{a}", card(f"a{a}", "cloud", caps))
+    reg.apply_presence("a3", Presence(id="a3", state="offline"))
+    exact = Matcher(reg, MatchWeights(exact_below=10_000, min_similarity=-1))
+    approx = Matcher(reg, MatchWeights(exact_below=0, min_similarity=-1, ef_search=200))
+    agree = 0
+    for _ in range(20):
+        q = " ".join(rng.choice(words, 4))
+        a = ids(exact.match(q, tier="cloud", k=3))
+        b = ids(approx.match(q, tier="cloud", k=3))
+        assert "a3" not in a and "a3" not in b
+        agree += a[0] == b[0]
+    assert agree >= 18
+
+
+def test_ranked_lists_chosen_tier_first(registry: Registry) -> None:
+    matcher = Matcher(registry)
+    explanation = matcher.explain("translate text between languages")
+    ranked = explanation.ranked()
+    assert explanation.chosen == "device" and ranked[0].agent_id == "phone"
+    assert {m.tier for m in ranked[1:]} <= {"edge", "cloud"}
+    assert len(explanation.ranked(2)) == 2
