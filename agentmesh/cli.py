@@ -282,6 +282,229 @@ def run_match(args: argparse.Namespace) -> int:
     return 0 if all(results) else 1
 
 
+# ---- agentmesh router --------------------------------------------------------------------------
+
+
+def configure_router(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", type=Path, metavar="FILE", help="router YAML (configs/router.yaml lists every knob)"
+    )
+    p.add_argument("--router-id", help="override router_id from the config")
+
+
+def run_router(args: argparse.Namespace) -> int:
+    import os
+
+    from agentmesh.router import Router
+    from agentmesh.router_config import RouterConfig
+
+    config = RouterConfig.load(args.config)
+    if args.router_id:
+        config = RouterConfig.model_validate({**config.model_dump(), "router_id": args.router_id})
+    if args.namespace != DEFAULT_NAMESPACE:
+        config = RouterConfig.model_validate({**config.model_dump(), "namespace": args.namespace})
+    # --broker, else $AGENTMESH_BROKER, else the config file, else the default.
+    broker = BrokerAddress.resolve(args.broker or os.environ.get(BROKER_ENV) or config.broker)
+
+    async def serve() -> int:
+        async with Router(config, broker=broker) as router:
+            print(
+                f"agentmesh: router {config.router_id} on {broker}, ledger {config.ledger_path()} "
+                f"({router.active_tasks} unfinished task(s) resumed); Ctrl-C stops it",
+                file=sys.stderr,
+            )
+            await wait_for_signal()
+        return 0
+
+    return run_async(serve())
+
+
+# ---- agentmesh submit --------------------------------------------------------------------------
+
+
+def configure_submit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", metavar="TEXT", help="what to do ('-' reads it from stdin)")
+    p.add_argument("--wait", action="store_true", help="wait for the result, showing progress on stderr")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds to wait (default 300)")
+    p.add_argument(
+        "--plan",
+        type=Path,
+        metavar="FILE",
+        help="an explicit plan: YAML/JSON {steps: [{id, instruction, depends_on}]}",
+    )
+    p.add_argument(
+        "--planner", choices=["auto", "llm", "single", "explicit"], default="auto", help="default auto"
+    )
+    p.add_argument("--min-tier", choices=TIERS, default="device")
+    p.add_argument("--max-tier", choices=TIERS, default="cloud")
+    p.add_argument(
+        "--max-cost-usd", type=float, metavar="USD", help="stop escalating once the task cost this much"
+    )
+    p.add_argument("--deadline-s", type=float, metavar="S", help="fail the task after this many seconds")
+    p.add_argument("--region", help="only agents in this region")
+    p.add_argument("--data-class", choices=["public", "internal", "personal"], help="default public")
+    p.add_argument("--tag", action="append", default=[], help="required capability tag (repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--json", action="store_true", help="print the TaskResult (or with no --wait the task id) as JSON"
+    )
+
+
+def _constraints(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+
+    from agentmesh.protocol import Constraints
+
+    fields: dict[str, Any] = {"min_tier": args.min_tier, "max_tier": args.max_tier, "tags": args.tag}
+    for name in ("max_cost_usd", "deadline_s", "region", "data_class"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    try:
+        return Constraints.model_validate(fields)
+    except ValidationError as exc:
+        raise UsageError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    import time
+
+    from agentmesh.client import MeshClient
+    from agentmesh.config import load_yaml
+    from agentmesh.errors import PlanError, TaskTimeout
+    from agentmesh.planning import validate_plan
+    from agentmesh.render import event_line
+
+    text = sys.stdin.read().strip() if args.text == "-" else args.text
+    try:
+        plan = validate_plan(load_yaml(args.plan)) if args.plan else None
+    except PlanError as exc:
+        raise UsageError(f"{args.plan}: {exc}") from None
+    if not text.strip() and plan is None:
+        raise UsageError("TEXT is empty (give a task, or --plan FILE)")
+    constraints = _constraints(args)
+
+    async def submit() -> int:
+        async with MeshClient(broker_of(args), namespace=args.namespace) as mesh:
+            handle = await mesh.submit(
+                text, plan=plan, planner=args.planner, constraints=constraints, events=args.wait
+            )
+            if not args.wait:
+                if args.json:
+                    print_json({"task_id": handle.task_id})
+                else:
+                    print(handle.task_id)
+                return 0
+            started = time.monotonic()
+            if not args.quiet:
+                print(f"task {handle.task_id}", file=sys.stderr)
+
+            async def progress() -> None:
+                async for event in handle.events():
+                    if not args.quiet:
+                        print(event_line(event, time.monotonic() - started), file=sys.stderr, flush=True)
+
+            try:
+                await asyncio.wait_for(progress(), args.timeout)
+                result = await handle.result(timeout=max(1.0, args.timeout - (time.monotonic() - started)))
+            except TimeoutError:
+                raise TaskTimeout(task_id=handle.task_id, timeout_s=args.timeout) from None
+        if args.json:
+            print_json(result.model_dump(mode="json", exclude_none=True))
+        elif result.status == "done":
+            print(result.output)
+            if not args.quiet:
+                print(
+                    f"done in {result.elapsed_ms / 1000:.2f}s, {result.escalations} escalation(s), "
+                    f"{result.cloud_steps} cloud step(s); `agentmesh trace {result.task_id}` shows the DAG",
+                    file=sys.stderr,
+                )
+        else:
+            print(f"task {result.task_id} {result.status}: {result.error}", file=sys.stderr)
+        return 0 if result.status == "done" else 1
+
+    return run_async(submit())
+
+
+# ---- agentmesh trace ---------------------------------------------------------------------------
+
+
+def configure_trace(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task_id", metavar="TASK_ID")
+    p.add_argument(
+        "--ledger",
+        type=Path,
+        metavar="FILE",
+        help="router ledger to read (default: every *.sqlite in ~/.local/state/agentmesh, then the broker)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the task's state (ledger) or TaskResult (broker)"
+    )
+
+
+def _ledger_files(explicit: Path | None) -> list[Path]:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise UsageError(f"ledger {explicit} does not exist")
+        return [explicit]
+    state = Path("~/.local/state/agentmesh").expanduser()
+    return sorted(state.glob("*.sqlite")) if state.is_dir() else []
+
+
+def run_trace(args: argparse.Namespace) -> int:
+    from agentmesh.client import MeshClient
+    from agentmesh.orchestration import Ledger
+    from agentmesh.render import result_header, trace_lines, views_from_result, views_from_task
+
+    for path in _ledger_files(args.ledger):
+        ledger = Ledger(path)
+        try:
+            task = ledger.get(args.task_id)
+        finally:
+            ledger.close()
+        if task is None:
+            continue
+        if args.json:
+            print_json(task.model_dump(mode="json", exclude_none=True))
+        else:
+            header = f"{result_header(task.result())}  (ledger {path})"
+            print("\n".join(trace_lines(header, views_from_task(task))))
+        return 1 if task.status in ("failed", "rejected") else 0
+
+    async def fetch() -> Any:
+        async with MeshClient(broker_of(args), namespace=args.namespace) as mesh:
+            return await mesh.fetch_result(args.task_id, timeout=args.connect_timeout)
+
+    result = run_async(fetch())
+    if result is None:
+        print(
+            f"task {args.task_id}: not in a router ledger here, and the broker holds no result for it",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print_json(result.model_dump(mode="json", exclude_none=True))
+    else:
+        header = f"{result_header(result)}  (broker; run on the router's machine for dependencies)"
+        print("\n".join(trace_lines(header, views_from_result(result))))
+    return 0 if result.status == "done" else 1
+
+
+# ---- agentmesh up ------------------------------------------------------------------------------
+
+
+def configure_up(p: argparse.ArgumentParser) -> None:
+    p.add_argument("mesh", nargs="?", type=Path, metavar="MESH.yaml", help="default configs/demo.yaml")
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from agentmesh.mesh import default_mesh_file, run_mesh
+
+    path = args.mesh or default_mesh_file()
+    if not path.is_file():
+        raise UsageError(f"mesh file {path} not found")
+    return run_async(run_mesh(path, broker=args.broker))
+
+
 # ---- the parser ----------------------------------------------------------------------------------
 
 COMMANDS: tuple[Command, ...] = (
@@ -295,6 +518,12 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "match", "which agents steps with these texts would go to, with scores", configure_match, run_match
     ),
+    Command("router", "run a router until SIGINT/SIGTERM", configure_router, run_router),
+    Command(
+        "submit", "submit a task; --wait shows progress and prints the answer", configure_submit, run_submit
+    ),
+    Command("trace", "a task's DAG: steps, agents, tiers, attempts, escalations", configure_trace, run_trace),
+    Command("up", "demo: broker if none answers, router and agents in one process", configure_up, run_up),
 )
 
 

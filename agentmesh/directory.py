@@ -64,7 +64,8 @@ async def apply_messages(
 async def apply_cards(
     registry: Registry, cards: dict[str, CapabilityVector | None], stats: DirectoryStats
 ) -> None:
-    fresh = []
+    fresh: list[CapabilityVector] = []
+    fresh_ids: list[str] = []
     for agent_id, vcv in cards.items():
         if vcv is None:
             changed = registry.apply_vcv(agent_id, None)
@@ -77,14 +78,14 @@ async def apply_cards(
             log.info("ignoring card on %s: %s", agent_id, reason)
             continue
         fresh.append(vcv)
+        fresh_ids.append(agent_id)
     if not fresh:
         return
     prepared = await asyncio.to_thread(registry.prepare_many, fresh)
-    for card in prepared:
-        # Re-checked inside: a newer version may have landed while we were embedding.
-        changed = registry.apply_vcv(card.vcv.agent_id, card.vcv, prepared=card)
-        stats.applied += changed
-        stats.ignored += not changed
+    # Versions are re-checked inside: a newer card may have landed while we were embedding.
+    applied = registry.apply_many(prepared, agent_ids=fresh_ids)
+    stats.applied += len(applied)
+    stats.ignored += len(prepared) - len(applied)
 
 
 async def snapshot(client: MqttClient, topics: Topics, registry: Registry, *, timeout: float = 10.0) -> int:

@@ -99,6 +99,19 @@ class Mesh:
             await agent.start()
             self.agents.append(agent)
             self.say(f"  agent:  {cfg.id} ready ({time.monotonic() - t:.1f}s)")
+        await self._routable([cfg.id for cfg in configs])
+
+    async def _routable(self, agent_ids: list[str], timeout: float = 30.0) -> None:
+        """Until the router's registry holds every agent we started (cards travel via the broker)."""
+        assert self.router is not None
+        registry = self.router.registry
+        deadline = time.monotonic() + timeout
+        while not all((e := registry.get(a)) is not None and e.routable for a in agent_ids):
+            if time.monotonic() > deadline:
+                missing = [a for a in agent_ids if registry.get(a) is None]
+                self.say(f"  warning: the router has not seen {', '.join(missing)} yet")
+                return
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         for agent in reversed(self.agents):
@@ -131,7 +144,7 @@ async def run_mesh(path: Path, *, broker: str | None = None) -> int:
             "\nThe mesh is up. In another terminal try:\n"
             f"  agentmesh{flag} agents\n"
             f"  agentmesh{flag} match 'convert 5 km to miles'\n"
-            f"  agentmesh{flag} submit 'What is 17*23? Then convert 5 km to miles.' --wait\n"
+            f"  agentmesh{flag} submit 'Convert 5 km to miles. Then compute 12*12.' --wait\n"
             f"  agentmesh{flag} trace TASK_ID\n"
             "Ctrl-C stops everything."
         )

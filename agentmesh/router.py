@@ -123,6 +123,9 @@ class Router:
         if await self.client.negotiate() and self.config.share_group:
             submit_filter = self.topics.shared_submit(self.config.share_group)
         submits = await self.client.subscribe(submit_filter)
+        # Load the embedding model now, not on the first card or task: seconds of CPU that would
+        # otherwise delay the first routing decision.
+        await asyncio.to_thread(self.matcher.embed_queries, ["agentmesh router warm-up"])
         await self.client.connect()
         self.directory = Directory(self.client, self.topics, self.registry)
         await self.directory.start()
@@ -428,7 +431,9 @@ class Router:
                 step.status = "pending"
                 self._spawn(self._retry_later(task))
                 return
-            self._keep_best_or_fail(task, step, why or "no other agent can serve it")
+            self._keep_best_or_fail(
+                task, step, f"no other agent on {tier}..{constraints.max_tier} can serve it"
+            )
             return
         self._assign(task, step, matches[0], kind=kind, detail=why)
 

@@ -12,7 +12,9 @@
    same payload (the StepAssignment JSON). Blocks of raw and agent round trips alternate so
    machine noise hits both. Reports p50/p99 and the agent/raw ratios. A fourth path, the same
    echo through agentmesh's asyncio MqttClient without an agent, separates the transport's cost
-   (paho network thread <-> asyncio loop hand-offs) from the agent runtime's.
+   (paho network thread <-> asyncio loop hand-offs) from the agent runtime's; a fifth, a
+   prototype responder with paho driven by the asyncio loop itself (no network thread), shows
+   what that transport design would cost instead.
 2. SmolLM2-135M and Gemma 3 270M through the agent's llama_cpp backend (the code agents run, with
    the confidence logits processor) and through plain llama-cpp-python streaming: time to first
    token and decode tokens/s, greedy, 64 new tokens max.
@@ -49,6 +51,7 @@ RESULTS = ROOT / "bench" / "results" / "agent.json"
 NS = "agentmesh/v1"
 RAW_REQ, RAW_RESP = "bench/raw/request", "bench/raw/response"
 ASYNC_REQ, ASYNC_RESP = "bench/asyncio/request", "bench/asyncio/response"
+LOOP_REQ, LOOP_RESP = "bench/paho-on-loop/request", "bench/paho-on-loop/response"
 REPLY = f"{NS}/routers/bench/results"
 
 
@@ -85,6 +88,47 @@ async def asyncio_responder(url: str) -> None:
     print("ready", flush=True)
     async for msg in sub:
         client.publish_nowait(ASYNC_RESP, msg.payload)
+
+
+async def loop_paho_responder(url: str) -> None:
+    """A prototype of the alternative transport design: paho driven by the asyncio loop through
+    its external-loop callbacks (add_reader/add_writer), no network thread, so no thread
+    hand-off on receive or publish. Measures what an asyncio component could reach."""
+    broker = BrokerAddress.parse(url)
+    loop = asyncio.get_running_loop()
+    client = _client("loop-responder")
+    ready = asyncio.Event()
+    inbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def on_open(c: paho.Client, userdata: Any, sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        loop.add_reader(sock, c.loop_read)
+
+    def on_register_write(c: paho.Client, userdata: Any, sock: socket.socket) -> None:
+        loop.add_writer(sock, c.loop_write)
+
+    client.on_socket_open = on_open
+    client.on_socket_close = lambda c, u, sock: loop.remove_reader(sock)
+    client.on_socket_register_write = on_register_write
+    client.on_socket_unregister_write = lambda c, u, sock: loop.remove_writer(sock)
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(LOOP_REQ, qos=1)
+    client.on_subscribe = lambda c, u, mid, rcs, p: ready.set()
+    client.on_message = lambda c, u, m: inbox.put_nowait(m.payload)
+    client.connect(broker.host, broker.port, keepalive=60)
+
+    async def housekeeping() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            client.loop_misc()
+
+    keepalive = asyncio.create_task(housekeeping())
+    await ready.wait()
+    print("ready", flush=True)
+    try:
+        while True:
+            client.publish(LOOP_RESP, await inbox.get(), qos=1)
+    finally:
+        keepalive.cancel()
 
 
 class Requester:
@@ -159,6 +203,7 @@ def summary(values: list[float]) -> dict[str, float]:
 PATHS = {
     "raw": "raw MQTT (paho responder)",
     "mqttclient": "agentmesh MqttClient echo",
+    "paho_on_loop": "paho on asyncio loop (proto)",
     "agent": "echo agent, worker thread",
     "agent_inline": "echo agent, inline (shipped)",
 }
@@ -194,7 +239,7 @@ def bench_round_trips(rounds: int, block: int, warmup: int) -> dict[str, Any]:
             )
         )
     responders = []
-    for flag in ("--raw-responder", "--asyncio-responder"):
+    for flag in ("--raw-responder", "--asyncio-responder", "--loop-responder"):
         proc = subprocess.Popen(
             [sys.executable, __file__, flag, broker.address.url],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -205,6 +250,7 @@ def bench_round_trips(rounds: int, block: int, warmup: int) -> dict[str, Any]:
     targets = {
         "raw": RAW_REQ,
         "mqttclient": ASYNC_REQ,
+        "paho_on_loop": LOOP_REQ,
         "agent": f"{NS}/agents/bench-echo/inbox",
         "agent_inline": f"{NS}/agents/bench-echo-inline/inbox",
     }
@@ -212,7 +258,7 @@ def bench_round_trips(rounds: int, block: int, warmup: int) -> dict[str, Any]:
     try:
         for proc in responders:
             assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        for topic in (RAW_RESP, ASYNC_RESP, REPLY):
+        for topic in (RAW_RESP, ASYNC_RESP, LOOP_RESP, REPLY):
             requester.subscribe(topic)
         for key in ("agent", "agent_inline"):  # an agent is ready when it answers
             deadline = time.monotonic() + 60
@@ -250,6 +296,8 @@ def bench_round_trips(rounds: int, block: int, warmup: int) -> dict[str, Any]:
     out["ratio_p50_thread"] = round(thread["p50_ms"] / raw["p50_ms"], 3)
     out["ratio_p99_thread"] = round(thread["p99_ms"] / raw["p99_ms"], 3)
     out["ratio_p50_over_mqttclient"] = round(shipped["p50_ms"] / floor["p50_ms"], 3)
+    out["ratio_p50_mqttclient_over_raw"] = round(floor["p50_ms"] / raw["p50_ms"], 3)
+    out["ratio_p50_paho_on_loop_over_raw"] = round(out["paho_on_loop"]["p50_ms"] / raw["p50_ms"], 3)
     out["payload_bytes"] = len(assignment("r0"))
     return out
 
@@ -326,6 +374,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small counts (smoke run)")
     parser.add_argument("--raw-responder", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--asyncio-responder", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--loop-responder", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--skip-models", action="store_true")
     args = parser.parse_args()
     if args.raw_responder:
@@ -333,6 +382,9 @@ def main() -> None:
         return
     if args.asyncio_responder:
         asyncio.run(asyncio_responder(args.asyncio_responder))
+        return
+    if args.loop_responder:
+        asyncio.run(loop_paho_responder(args.loop_responder))
         return
     rounds, block, warmup, runs = (100, 25, 10, 2) if args.quick else (1000, 100, 50, 5)
     result: dict[str, Any] = {
@@ -353,6 +405,10 @@ def main() -> None:
     print(f"shipped echo agent / raw: p50 {rt['ratio_p50']:.2f}x, p99 {rt['ratio_p99']:.2f}x")
     print(f"worker-thread agent / raw: p50 {rt['ratio_p50_thread']:.2f}x, p99 {rt['ratio_p99_thread']:.2f}x")
     print(f"shipped echo agent / MqttClient echo: p50 {rt['ratio_p50_over_mqttclient']:.2f}x")
+    print(
+        f"MqttClient echo / raw: p50 {rt['ratio_p50_mqttclient_over_raw']:.2f}x; "
+        f"paho-on-loop / raw: p50 {rt['ratio_p50_paho_on_loop_over_raw']:.2f}x"
+    )
     if not args.skip_models:
         max_tokens = 32 if args.quick else 64
         result["models"] = [

@@ -38,7 +38,7 @@ from agentmesh.agent.config import AgentConfig
 from agentmesh.agent.dedup import StepKey, StepLedger
 from agentmesh.agent.inbox import rejection, reply_topic_problem, salvage_reply
 from agentmesh.agent.prompt import StepRequest
-from agentmesh.errors import AgentMeshError, BackendError, ProtocolError
+from agentmesh.errors import AgentMeshError, BackendError, PayloadTooLarge, ProtocolError
 from agentmesh.protocol import (
     DEFAULT_NAMESPACE,
     CapabilityVector,
@@ -146,7 +146,13 @@ class Agent:
                 await client.close()
             raise
         self.client, self._inbox = client, inbox
-        await self._publish_card()
+        try:
+            await self._publish_card()
+        except BaseException:
+            self.client = None
+            with contextlib.suppress(Exception):
+                await client.close()
+            raise
         await self._publish_presence(force=True)
         self._tasks = [
             asyncio.create_task(self._serve(inbox), name=f"{self.id}-inbox"),
@@ -305,7 +311,10 @@ class Agent:
             return
         try:
             # paho keeps and retries the QoS 1 publish itself (also across a reconnect).
-            client.publish_nowait(msg.reply_to, result, qos=1)
+            try:
+                client.publish_nowait(msg.reply_to, result, qos=1)
+            except PayloadTooLarge as exc:
+                client.publish_nowait(msg.reply_to, self._too_large(result, exc), qos=1)
         except AgentMeshError as exc:
             log.error("could not deliver the result of %s/%s: %s", msg.task_id, msg.step_id, exc)
 
@@ -426,10 +435,20 @@ class Agent:
         if client is None:
             return
         try:
-            await client.publish(topic, result, qos=1)
+            try:
+                await client.publish(topic, result, qos=1)
+            except PayloadTooLarge as exc:
+                await client.publish(topic, self._too_large(result, exc), qos=1)
         except AgentMeshError as exc:
             step = f"{result.task_id}/{result.step_id}"
             log.error("could not deliver the result of %s to %s: %s", step, topic, exc)
+
+    def _too_large(self, result: StepResult, exc: PayloadTooLarge) -> StepResult:
+        """The router gets an error it can act on instead of waiting for a result that cannot be sent."""
+        log.warning("result of %s/%s is too large to send: %s", result.task_id, result.step_id, exc)
+        return result.model_copy(
+            update={"status": "error", "output": "", "confidence": None, "error": f"output too large: {exc}"}
+        )
 
     # ---- stop --------------------------------------------------------------------------------
 

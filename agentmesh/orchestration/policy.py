@@ -37,6 +37,8 @@ def judge(result: StepResult, tier: Tier, policy: EscalationPolicy) -> Verdict:
         return Verdict(False, f"error: {result.error or 'agent reported an error'}")
     if result.status == "declined":
         return Verdict(False, f"declined{': ' + result.error if result.error else ''}")
+    if not result.output.strip():
+        return Verdict(False, "empty answer")
     floor = policy.min_confidence.get(tier, 0.0)
     if result.confidence is not None and result.confidence < floor:
         return Verdict(False, f"confidence {result.confidence:.2f} below {floor:.2f} on {tier}")

@@ -88,7 +88,7 @@ class Step(_State):
         """Index of the best successful attempt: highest confidence, later (higher tier) on ties."""
         best: int | None = None
         for i, a in enumerate(self.attempts):
-            if a.status != "ok":
+            if a.status != "ok" or not a.output.strip():
                 continue
             score = (a.confidence if a.confidence is not None else 1.0, TIERS.index(a.tier), i)
             if best is None:

@@ -54,10 +54,15 @@ def plan_schema() -> dict[str, Any]:
                 "maxItems": MAX_PLAN_STEPS,
                 "items": {
                     "type": "object",
+                    # Length caps stop a small model's degenerate repetition inside a string.
                     "properties": {
-                        "id": {"type": "string"},
-                        "instruction": {"type": "string"},
-                        "depends_on": {"type": "array", "items": {"type": "string"}},
+                        "id": {"type": "string", "maxLength": 16},
+                        "instruction": {"type": "string", "maxLength": 400},
+                        "depends_on": {
+                            "type": "array",
+                            "items": {"type": "string", "maxLength": 16},
+                            "maxItems": MAX_PLAN_STEPS,
+                        },
                     },
                     "required": ["id", "instruction", "depends_on"],
                 },

@@ -45,18 +45,46 @@ def looks_multipart(text: str) -> bool:
     return stripped.count("?") >= 2
 
 
+# Tiny planners (SmolLM2-135M) cannot follow an abstract description of the format, but they copy
+# a pattern well: two worked examples (one parallel, one dependent) make their plans usable. They
+# also copy the examples' steps verbatim now and then; parse_plan_output drops those.
+_EXAMPLES: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
+    (
+        'What is 2+3? Then translate "cat" into French.',
+        (("What is 2+3?", ()), ('Translate "cat" into French.', ())),
+    ),
+    (
+        "Convert 10 kg to pounds and then write a haiku about the result.",
+        (("Convert 10 kg to pounds.", ()), ("Write a haiku about the result.", ("s1",))),
+    ),
+)
+_EXAMPLE_INSTRUCTIONS = frozenset(i.lower() for _, steps in _EXAMPLES for i, _ in steps)
+
+
+def _example_lines() -> list[str]:
+    lines = []
+    for task, steps in _EXAMPLES:
+        plan = {
+            "steps": [
+                {"id": f"s{n}", "instruction": instruction, "depends_on": list(deps)}
+                for n, (instruction, deps) in enumerate(steps, start=1)
+            ]
+        }
+        lines += [f"Task: {task}", "Plan: " + json.dumps(plan, separators=(",", ":"))]
+    return lines
+
+
 def planning_instruction(text: str, error: str | None = None, max_steps: int = 8) -> str:
+    """The planning step's instruction: the format by example, then the task."""
     lines = [
-        "Split the task below into a few simple steps that other assistants will do.",
-        'Answer with JSON only: {"steps": [{"id": "s1", "instruction": "...", "depends_on": []}]}.',
-        "Each instruction must be self-contained. Use depends_on to list the ids of steps whose answers",
-        f"a step needs. Use at most {max_steps} steps; parts that do not depend on each other have",
-        "empty depends_on so they can run in parallel.",
-        "",
-        f"Task: {text}",
+        "Split a task into steps. Copy each part of the task into its own self-contained step.",
+        f"Steps that need another step's answer list its id in depends_on; use at most {max_steps} steps.",
+        *_example_lines(),
+        f"Task: {text.strip()}",
     ]
     if error:
-        lines += ["", f"Your previous answer was invalid: {error}. Answer again with valid JSON."]
+        lines.append(f"(A previous plan was invalid: {error}. Answer with a valid plan.)")
+    lines.append("Plan:")
     return "\n".join(lines)
 
 
@@ -87,8 +115,11 @@ def parse_plan_output(output: str, max_steps: int = 32) -> Plan:
     if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
         raise PlanError("expected an object with a 'steps' list", field="steps")
     raw_steps = [s for s in data["steps"] if isinstance(s, dict)]
+    kept = _drop_copies(raw_steps)
+    dropped = {str(s.get("id", "")).strip() for s in raw_steps if s not in kept}
+    raw_steps = kept
     if not raw_steps:
-        raise PlanError("the plan has no steps", field="steps")
+        raise PlanError("the plan has no steps of its own (only copies of the examples)", field="steps")
     if len(raw_steps) > max_steps:
         raise PlanError(
             f"the plan has {len(raw_steps)} steps; at most {max_steps} are allowed", field="steps"
@@ -110,6 +141,8 @@ def parse_plan_output(output: str, max_steps: int = 32) -> Plan:
             deps_raw = [deps_raw]
         deps: list[str] = []
         for dep in deps_raw:
+            if str(dep).strip() in dropped:
+                continue
             new = old_to_new.get(str(dep).strip())
             if new is None:
                 raise PlanError(f"depends on unknown step {dep!r}", step_id=f"s{i}")
@@ -117,3 +150,16 @@ def parse_plan_output(output: str, max_steps: int = 32) -> Plan:
                 deps.append(new)
         steps.append({"id": f"s{i}", "instruction": instruction, "depends_on": deps})
     return validate_plan({"steps": steps})
+
+
+def _drop_copies(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Steps that copy the prompt's examples, or repeat an earlier step, are not part of the plan."""
+    seen: set[str] = set()
+    kept = []
+    for step in steps:
+        text = str(step.get("instruction") or "").strip().lower()
+        if text in _EXAMPLE_INSTRUCTIONS or (text and text in seen):
+            continue
+        seen.add(text)
+        kept.append(step)
+    return kept

@@ -80,27 +80,45 @@ class TierIndex:
     def ref(self, label: int) -> LabelRef:
         return self._refs[label]
 
+    def refs(self, labels: list[int]) -> list[LabelRef]:
+        get = self._refs.get
+        return [ref for ref in map(get, labels) if ref is not None]
+
     def set_agent(self, agent_id: str, vectors: Vectors, refs: list[tuple[int, int]]) -> list[int]:
         """Replace ``agent_id``'s labels by ``vectors`` (one row per (cap, view) in ``refs``)."""
-        if len(vectors) != len(refs):
-            raise ValueError("one (cap, view) pair per vector")
-        self.remove_agent(agent_id)
-        if len(refs) == 0:
-            return []
-        labels = list(range(self._next_label, self._next_label + len(refs)))
-        self._next_label += len(refs)
-        self._reserve(len(labels))
-        self._deleted -= min(self._deleted, len(labels))
+        return self.set_agents([(agent_id, vectors, refs)])[agent_id]
+
+    def set_agents(
+        self, items: list[tuple[str, Vectors, list[tuple[int, int]]]], *, num_threads: int = 1
+    ) -> dict[str, list[int]]:
+        """Replace several agents' labels with one insertion (``num_threads`` > 1 builds in parallel)."""
+        out: dict[str, list[int]] = {}
+        batches: list[Vectors] = []
+        new_refs: list[LabelRef] = []
+        for agent_id, vectors, refs in items:
+            if len(vectors) != len(refs):
+                raise ValueError("one (cap, view) pair per vector")
+            self.remove_agent(agent_id)
+            labels = list(range(self._next_label, self._next_label + len(refs)))
+            self._next_label += len(refs)
+            out[agent_id] = labels
+            if labels:
+                self._by_agent[agent_id] = labels
+                batches.append(vectors)
+                new_refs.extend(LabelRef(agent_id, cap, view) for cap, view in refs)
+        if not new_refs:
+            return out
+        all_labels = [label for labels in out.values() for label in labels]
+        self._reserve(len(all_labels))
+        self._deleted -= min(self._deleted, len(all_labels))
         self._index.add_items(
-            np.ascontiguousarray(vectors, dtype=np.float32),
-            np.asarray(labels, dtype=np.uint64),
-            num_threads=1,
+            np.ascontiguousarray(np.vstack(batches), dtype=np.float32),
+            np.asarray(all_labels, dtype=np.uint64),
+            num_threads=num_threads,
             replace_deleted=True,
         )
-        for label, (cap, view) in zip(labels, refs, strict=True):
-            self._refs[label] = LabelRef(agent_id, cap, view)
-        self._by_agent[agent_id] = labels
-        return labels
+        self._refs.update(zip(all_labels, new_refs, strict=True))
+        return out
 
     def remove_agent(self, agent_id: str) -> int:
         labels = self._by_agent.pop(agent_id, [])

@@ -259,37 +259,58 @@ class Registry:
         """Apply a card (or deregister on None). Returns whether the registry changed."""
         if vcv is None:
             return self._deregister(agent_id)
-        reason = self.rejects(agent_id, vcv)
-        if reason is not None:
-            log.info("ignoring card on %s: %s", agent_id, reason)
-            return False
         if prepared is None or prepared.vcv is not vcv:
+            if self.rejects(agent_id, vcv) is not None:
+                log.info("ignoring card on %s: %s", agent_id, self.rejects(agent_id, vcv))
+                return False
             prepared = self.prepare(vcv)
-        old = self._entries.get(agent_id)
-        if old is not None and old.tier != vcv.tier and self._indices:
-            self._indices[old.tier].remove_agent(agent_id)
-        entry = AgentEntry(
-            vcv=vcv,
-            presence=self._presence.get(agent_id),
-            inflight=self._inflight.get(agent_id, 0),
-            vectors=prepared.vectors,
-            kinds=prepared.kinds,
-            tokens=prepared.tokens or [None] * len(prepared.vectors),
-        )
-        if self._indices:
-            refs = [(c, v) for c, vecs in enumerate(prepared.vectors) for v in range(len(vecs))]
-            stacked = np.vstack(prepared.vectors) if prepared.vectors else np.empty((0, self.embedder_dim))
-            self._indices[vcv.tier].set_agent(agent_id, stacked.astype(np.float32), refs)
-        if old is not None:
-            self._forget_terms(old)
-        for c, cap in enumerate(vcv.capabilities):
-            self.lexical.add((agent_id, c), capability_terms(cap))
-            tokens = entry.tokens[c] if c < len(entry.tokens) else None
-            if tokens is not None:
-                self.pieces.add((agent_id, c), tokens.pieces)
-        self._entries[agent_id] = entry
-        self._notify(agent_id, "card")
-        return True
+        return bool(self.apply_many([prepared], agent_ids=[agent_id]))
+
+    def apply_many(
+        self, cards: list[PreparedCard], *, agent_ids: list[str] | None = None, num_threads: int = 1
+    ) -> list[str]:
+        """Apply prepared cards (each on its own agent's topic unless ``agent_ids`` says otherwise)
+        with one index insertion per tier. Returns the agents that changed."""
+        accepted: dict[str, PreparedCard] = {}
+        for i, card in enumerate(cards):
+            agent_id = agent_ids[i] if agent_ids is not None else card.vcv.agent_id
+            held = accepted.get(agent_id)
+            reason = self.rejects(agent_id, card.vcv)
+            if reason is not None or (held is not None and card.vcv.version <= held.vcv.version):
+                log.info("ignoring card on %s: %s", agent_id, reason or "a newer one is in the same batch")
+                continue
+            accepted[agent_id] = card
+        by_tier: dict[Tier, list[tuple[str, Vectors, list[tuple[int, int]]]]] = {}
+        for agent_id, card in accepted.items():
+            old = self._entries.get(agent_id)
+            if old is not None and old.tier != card.vcv.tier and self._indices:
+                self._indices[old.tier].remove_agent(agent_id)
+            if self._indices:
+                refs = [(c, v) for c, vecs in enumerate(card.vectors) for v in range(len(vecs))]
+                stacked = np.vstack(card.vectors) if card.vectors else np.empty((0, self.embedder_dim))
+                by_tier.setdefault(card.vcv.tier, []).append((agent_id, stacked.astype(np.float32), refs))
+        for tier, items in by_tier.items():
+            self._indices[tier].set_agents(items, num_threads=num_threads)
+        for agent_id, card in accepted.items():
+            old = self._entries.get(agent_id)
+            if old is not None:
+                self._forget_terms(old)
+            entry = AgentEntry(
+                vcv=card.vcv,
+                presence=self._presence.get(agent_id),
+                inflight=self._inflight.get(agent_id, 0),
+                vectors=card.vectors,
+                kinds=card.kinds,
+                tokens=card.tokens or [None] * len(card.vectors),
+            )
+            for c, cap in enumerate(card.vcv.capabilities):
+                self.lexical.add((agent_id, c), capability_terms(cap))
+                tokens = entry.tokens[c] if c < len(entry.tokens) else None
+                if tokens is not None:
+                    self.pieces.add((agent_id, c), tokens.pieces)
+            self._entries[agent_id] = entry
+            self._notify(agent_id, "card")
+        return list(accepted)
 
     @property
     def embedder_dim(self) -> int:

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from agentmesh.errors import AgentMeshError
 from agentmesh.protocol import Constraints, Tier
 from agentmesh.registry.embedder import TokenEmbedder, TokenVectors, Vectors
+from agentmesh.registry.index import LabelRef
 from agentmesh.registry.store import AgentEntry, Registry
 from agentmesh.registry.text import terms
 from agentmesh.routing.scoring import (
@@ -35,7 +37,7 @@ from agentmesh.routing.scoring import (
     pick_tier,
     policy_problem,
     score,
-    view_similarity,
+    views_similarity,
 )
 
 CapKey = tuple[str, int]
@@ -104,6 +106,17 @@ class _TierFilter:
     allowed_agents: list[AgentEntry] = field(default_factory=list)
     allowed_labels: int = 0
     blocked_caps: set[CapKey] = field(default_factory=set)
+    cap_mask: npt.NDArray[np.bool_] | None = None  # over _TierMatrix.caps, built on first exact use
+
+
+@dataclass
+class _TierMatrix:
+    """Every view vector of one tier stacked, for exact scoring of small tiers in one product."""
+
+    matrix: Vectors
+    starts: npt.NDArray[np.intp]  # first row (the card view) of each capability
+    caps: list[CapKey]
+    agent_caps: dict[str, list[int]]
 
 
 class Matcher:
@@ -113,6 +126,8 @@ class Matcher:
         self.registry = registry
         self.weights = weights or MatchWeights()
         self._filters: OrderedDict[tuple[Any, ...], _TierFilter] = OrderedDict()
+        self._matrices: dict[Tier, tuple[int, _TierMatrix]] = {}
+        self._penalty_cache: tuple[tuple[int, int], dict[str, tuple[float, str | None]]] | None = None
 
     # ---- queries ------------------------------------------------------------------------
 
@@ -240,8 +255,17 @@ class Matcher:
         vec = query.vector
         excluded_ids = {e.agent_id for e in excluded}
         candidates: dict[CapKey, float]  # capability -> dense similarity
-        if allowed_labels <= w.exact_below:
-            candidates = self._exact(vec, filt, excluded_ids)
+        if allowed_labels <= w.exact_below and len(index) <= 4 * w.exact_below:
+            candidates = self._exact(tier, vec, filt, excluded_ids)
+        elif allowed_labels <= w.exact_below:
+            # A big tier under a narrow filter (a region, a tag): score the few allowed directly.
+            refs = [
+                LabelRef(e.agent_id, c, 0)
+                for e in filt.allowed_agents
+                if e.agent_id not in excluded_ids
+                for c in range(len(e.vectors))
+            ]
+            candidates = self._front_runners(self._rescore(refs, vec, filt.blocked_caps))
         else:
             blocked = filt.blocked_labels
             if excluded:
@@ -249,30 +273,77 @@ class Matcher:
             allowed: Callable[[int], bool] | None = (lambda label: label not in blocked) if blocked else None
             fetch = min(max(k * w.oversample, w.min_fetch), allowed_labels)
             labels, _ = index.knn(vec, fetch, ef=max(w.ef_search, fetch), allowed=allowed)
-            caps = {(ref.agent_id, ref.cap) for ref in map(index.ref, labels.tolist())}
-            candidates = {}
-            for agent_id, cap in caps:
-                entry = self.registry.get(agent_id)
-                if entry is None or (agent_id, cap) in filt.blocked_caps:
-                    continue
-                candidates[(agent_id, cap)] = view_similarity(entry.vectors[cap] @ vec, w.w_best_view)
+            candidates = self._rescore(index.refs(labels.tolist()), vec, filt.blocked_caps)
         return self._rank(candidates, query, tier, prefer_family, k)
 
-    def _exact(self, vec: Vectors, filt: _TierFilter, excluded: set[str]) -> dict[CapKey, float]:
-        w = self.weights
-        out: dict[CapKey, float] = {}
-        for entry in filt.allowed_agents:
-            if entry.agent_id in excluded:
+    def _rescore(self, refs: list[LabelRef], vec: Vectors, blocked: set[CapKey]) -> dict[CapKey, float]:
+        """Exact dense similarity over all views of the capabilities behind the kNN hits, in one
+        matrix product (a hit on one view brings in its capability's other views)."""
+        reg = self.registry
+        keys: list[CapKey] = []
+        mats: list[Vectors] = []
+        for key in dict.fromkeys((ref.agent_id, ref.cap) for ref in refs):
+            entry = reg.get(key[0])
+            if entry is None or key in blocked or key[1] >= len(entry.vectors):
                 continue
-            for cap, views in enumerate(entry.vectors):
-                if (entry.agent_id, cap) not in filt.blocked_caps:
-                    out[(entry.agent_id, cap)] = view_similarity(views @ vec, w.w_best_view)
-        # Lexical scoring only needs the dense front-runners.
-        keep = max(w.min_fetch, w.k * w.oversample)
-        if len(out) > keep:
-            top = sorted(out.items(), key=lambda kv: kv[1], reverse=True)[:keep]
-            out = dict(top)
-        return out
+            keys.append(key)
+            mats.append(entry.vectors[key[1]])
+        if not keys:
+            return {}
+        starts = np.cumsum([0] + [len(m) for m in mats[:-1]])
+        dense = views_similarity(np.vstack(mats) @ vec, starts, self.weights.w_best_view)
+        return dict(zip(keys, dense.tolist(), strict=True))
+
+    def _exact(self, tier: Tier, vec: Vectors, filt: _TierFilter, excluded: set[str]) -> dict[CapKey, float]:
+        """Score every allowed capability of the tier exactly; keep the dense front-runners."""
+        w = self.weights
+        tm = self._tier_matrix(tier)
+        if not tm.caps:
+            return {}
+        if filt.cap_mask is None or len(filt.cap_mask) != len(tm.caps):
+            allowed_ids = {e.agent_id for e in filt.allowed_agents}
+            filt.cap_mask = np.array(
+                [aid in allowed_ids and (aid, c) not in filt.blocked_caps for aid, c in tm.caps], dtype=bool
+            )
+        dense = views_similarity(tm.matrix @ vec, tm.starts, w.w_best_view)
+        dense = np.where(filt.cap_mask, dense, -np.inf)
+        for agent_id in excluded:
+            dense[tm.agent_caps.get(agent_id, [])] = -np.inf
+        keep = min(max(w.min_fetch, w.k * w.oversample), len(dense))
+        top = np.argpartition(-dense, keep - 1)[:keep] if keep < len(dense) else np.arange(len(dense))
+        top = top[np.isfinite(dense[top])]
+        caps = tm.caps
+        return dict(zip([caps[i] for i in top.tolist()], dense[top].tolist(), strict=True))
+
+    def _front_runners(self, candidates: dict[CapKey, float]) -> dict[CapKey, float]:
+        """Lexical and token scoring only need the dense front-runners."""
+        keep = max(self.weights.min_fetch, self.weights.k * self.weights.oversample)
+        if len(candidates) <= keep:
+            return candidates
+        return dict(sorted(candidates.items(), key=lambda kv: kv[1], reverse=True)[:keep])
+
+    def _tier_matrix(self, tier: Tier) -> _TierMatrix:
+        reg = self.registry
+        cached = self._matrices.get(tier)
+        if cached is not None and cached[0] == reg.cards_generation:
+            return cached[1]
+        rows: list[Vectors] = []
+        starts: list[int] = []
+        caps: list[CapKey] = []
+        agent_caps: dict[str, list[int]] = {}
+        n = 0
+        for entry in reg.agents_in_tier(tier):
+            for c, views in enumerate(entry.vectors):
+                agent_caps.setdefault(entry.agent_id, []).append(len(caps))
+                caps.append((entry.agent_id, c))
+                starts.append(n)
+                rows.append(views)
+                n += len(views)
+        dim = reg.embedder_dim
+        matrix = np.ascontiguousarray(np.vstack(rows) if rows else np.empty((0, dim)), dtype=np.float32)
+        tm = _TierMatrix(matrix, np.asarray(starts, dtype=np.intp), caps, agent_caps)
+        self._matrices[tier] = (reg.cards_generation, tm)
+        return tm
 
     def _rank(
         self,
@@ -284,39 +355,55 @@ class Matcher:
     ) -> list[Match]:
         w = self.weights
         reg = self.registry
-        lexical = reg.lexical.scores(query.terms, candidates.keys()) if w.w_lexical > 0 else {}
+        if not candidates:
+            return []
+        keys = list(candidates)
+        dense = np.fromiter(candidates.values(), dtype=np.float64, count=len(keys))
+        lex = np.zeros(len(keys))
+        if w.w_lexical > 0 and query.terms:
+            scores = reg.lexical.scores(query.terms, keys)
+            lex = np.array([scores[key] for key in keys])
+        token = dense.copy()  # capabilities without token vectors fall back to the sentence score
         qtok = query.tokens if w.w_token > 0 and query.tokens is not None and len(query.tokens) else None
-        qweights = np.array([reg.pieces.idf(p) for p in qtok.pieces], dtype=np.float32) if qtok else None
-        best: dict[str, tuple[float, float, float, int]] = {}
-        for (agent_id, cap), dense in candidates.items():
-            lex = float(lexical.get((agent_id, cap), 0.0))
-            token: float | None = None
-            if qtok is not None and qweights is not None:
+        if qtok is not None:
+            qweights = np.array([reg.pieces.idf(p) for p in qtok.pieces], dtype=np.float32)
+            for i, (agent_id, cap) in enumerate(keys):
                 entry = reg.get(agent_id)
                 cap_tokens = entry.tokens[cap] if entry is not None and cap < len(entry.tokens) else None
                 if cap_tokens is not None:
-                    token = late_interaction(qtok.vectors, qweights, cap_tokens.vectors)
-            sim = combined_similarity(dense, token, lex, w_token=w.w_token, w_lexical=w.w_lexical)
-            held = best.get(agent_id)
-            if held is None or sim > held[0]:
-                best[agent_id] = (sim, dense, lex, cap)
-        out: list[Match] = []
-        for agent_id, (sim, dense, lex, cap) in best.items():
-            if sim < w.min_similarity:
+                    value = late_interaction(qtok.vectors, qweights, cap_tokens.vectors)
+                    if value is not None:
+                        token[i] = value
+        sims = np.asarray(combined_similarity(dense, token, lex, w_token=w.w_token, w_lexical=w.w_lexical))
+        # Collapse to agents (best capability each) in similarity order, then score. Penalties are
+        # >= 0 and the family bonus <= w_family, so once k agents are scored, an agent whose
+        # similarity + w_family is below the k-th score cannot get in.
+        penalties = self._penalties()
+        seen: set[str] = set()
+        ranked: list[tuple[float, float, str, int]] = []  # (score, similarity, agent, candidate)
+        kth = -np.inf
+        for i in np.argsort(-sims, kind="stable"):
+            sim = float(sims[i])
+            if sim < w.min_similarity or sim + w.w_family < kth:
+                break
+            agent_id = keys[i][0]
+            if agent_id in seen:
                 continue
-            entry = self.registry.get(agent_id)
+            seen.add(agent_id)
+            penalty, family = penalties.get(agent_id, (0.0, None))
+            value = (
+                sim - penalty + (w.w_family if prefer_family is not None and family == prefer_family else 0.0)
+            )
+            ranked.append((value, sim, agent_id, int(i)))
+            if len(ranked) >= k:
+                kth = sorted(r[0] for r in ranked)[-k]
+        ranked.sort(key=lambda r: (-r[0], -r[1], r[2]))
+        out: list[Match] = []
+        for value, sim, agent_id, i in ranked[:k]:
+            entry = reg.get(agent_id)
             if entry is None:
                 continue
-            family = entry.family
-            value = score(
-                sim,
-                price_usd_per_mtok=blended_price(entry.vcv, w),
-                load=entry.load,
-                capacity=entry.capacity,
-                latency_ms=entry.vcv.qos.p50_latency_ms,
-                same_family=prefer_family is not None and family == prefer_family,
-                weights=w,
-            )
+            cap = keys[i][1]
             out.append(
                 Match(
                     agent_id=agent_id,
@@ -324,14 +411,35 @@ class Matcher:
                     capability=entry.vcv.capabilities[cap].name,
                     similarity=sim,
                     score=value,
-                    dense=dense,
-                    lexical=lex,
+                    dense=float(dense[i]),
+                    lexical=float(lex[i]),
                     capability_index=cap,
-                    family=family,
+                    family=entry.family,
                 )
             )
-        out.sort(key=lambda m: (-m.score, -m.similarity, m.agent_id))
-        return out[:k]
+        return out
+
+    def _penalties(self) -> dict[str, tuple[float, str | None]]:
+        """Per agent: what cost, load and latency take off its score (and its model family)."""
+        reg = self.registry
+        key = (reg.generation, reg.load_generation)
+        if self._penalty_cache is not None and self._penalty_cache[0] == key:
+            return self._penalty_cache[1]
+        w = self.weights
+        out: dict[str, tuple[float, str | None]] = {}
+        for entry in reg.agents():
+            bonus_free = score(
+                0.0,
+                price_usd_per_mtok=blended_price(entry.vcv, w),
+                load=entry.load,
+                capacity=entry.capacity,
+                latency_ms=entry.vcv.qos.p50_latency_ms,
+                same_family=False,
+                weights=w,
+            )
+            out[entry.agent_id] = (-bonus_free, entry.family)
+        self._penalty_cache = (key, out)
+        return out
 
     # ---- filters ------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ one number. No I/O, no state; the matcher feeds these."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +24,7 @@ class MatchWeights(BaseModel):
         0.0,
         ge=0.0,
         le=2.0,
-        description="a cheaper tier wins the ladder only if its best similarity is this close to the best tier's",
+        description="a cheaper tier wins the ladder only if its best similarity is this close to the best",
     )
     w_cost: float = Field(0.05, ge=0.0, description="penalty for price (normalised to 0..1)")
     w_load: float = Field(0.1, ge=0.0, description="penalty for load/capacity")
@@ -93,10 +93,23 @@ def late_interaction(
     return 0.5 * forward + 0.5 * backward
 
 
+Score = TypeVar("Score", float, npt.NDArray[np.float64])
+
+
+def views_similarity(
+    sims: npt.NDArray[np.floating[Any]], starts: npt.NDArray[np.intp], w_best_view: float
+) -> npt.NDArray[np.float64]:
+    """``view_similarity`` for many capabilities at once: ``sims`` holds the views of each
+    capability contiguously, its card view first, starting at ``starts``."""
+    best = np.maximum.reduceat(sims, starts)
+    return np.asarray(w_best_view * best + (1.0 - w_best_view) * sims[starts], dtype=np.float64)
+
+
 def combined_similarity(
-    dense: float, token: float | None, lexical: float, *, w_token: float, w_lexical: float
-) -> float:
-    """Sentence similarity blended with token late interaction (when known) plus term overlap."""
+    dense: Score, token: Score | None, lexical: Score, *, w_token: float, w_lexical: float
+) -> Score:
+    """Sentence similarity blended with token late interaction (when known) plus term overlap.
+    Works on floats or element-wise on arrays."""
     if token is None:
         token = dense
     return (1.0 - w_token) * dense + w_token * token + w_lexical * lexical

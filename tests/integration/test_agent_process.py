@@ -4,6 +4,7 @@ assignments queued while the agent was down, and the exit code for a bad config.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -170,3 +171,33 @@ def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path, mosquitto: Mosqu
     )
     assert proc.returncode == 2
     assert str(path) in proc.stderr and "backend.callable" in proc.stderr
+
+
+def test_missing_model_exits_2_and_unreachable_broker_exits_1(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "id: m-1\ntier: device\ncapabilities: [{name: x, description: y}]\n"
+        "backend: {kind: llama_cpp, model: 'pkg:no_such_model_pkg'}\n"
+    )
+    dead = "mqtt://127.0.0.1:9"  # nothing listens on the discard port
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentmesh.agent", str(path), "--broker", dead],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert f"{path}:backend.model" in proc.stderr and "no_such_model_pkg" in proc.stderr
+    echo = tmp_path / "e.yaml"
+    echo.write_text(
+        "id: e-1\ntier: device\ncapabilities: [{name: x, description: y}]\n"
+        "backend: {kind: python, callable: 'agentmesh.agent.tools:echo'}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentmesh.agent", str(echo), "--broker", dead],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AGENTMESH_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert proc.returncode == 1 and "cannot connect" in proc.stderr

@@ -21,16 +21,19 @@ from agentmesh.orchestration import (
 from agentmesh.protocol import Constraints, StepResult, TaskRequest, Usage
 
 
-def result(status: str = "ok", confidence: float | None = None, error: str | None = None) -> StepResult:
+def result(
+    status: str = "ok", confidence: float | None = None, error: str | None = None, output: str = "an answer"
+) -> StepResult:
     return StepResult(
         task_id="t1",
         step_id="s1",
         attempt=1,
         agent_id="a1",
-        status=status,
+        status=status,  # type: ignore[arg-type]
         confidence=confidence,
         error=error,
-    )  # type: ignore[arg-type]
+        output=output,
+    )
 
 
 def make_task() -> Task:
@@ -59,6 +62,7 @@ def test_judge_accepts_confident_and_unscored_answers() -> None:
         (result("error", error="boom"), "error: boom"),
         (result("declined"), "declined"),
         (result(confidence=0.2), "confidence 0.20 below 0.50 on device"),
+        (result(confidence=0.9, output="  "), "empty answer"),
     ],
 )
 def test_judge_names_why_an_answer_is_weak(res: StepResult, fragment: str) -> None:

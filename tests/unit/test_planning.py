@@ -126,7 +126,7 @@ def test_parse_plan_output_errors(output: str, fragment: str) -> None:
 
 
 def test_parse_plan_output_limits_steps() -> None:
-    steps = [{"id": str(i), "instruction": "x", "depends_on": []} for i in range(10)]
+    steps = [{"id": str(i), "instruction": f"part {i}", "depends_on": []} for i in range(10)]
     with pytest.raises(PlanError, match="at most 8"):
         parse_plan_output(json.dumps({"steps": steps}), max_steps=8)
 
@@ -142,3 +142,23 @@ def test_plan_schema_is_json_schema_for_steps() -> None:
     schema = plan_schema()
     assert schema["required"] == ["steps"]
     assert schema["properties"]["steps"]["items"]["required"] == ["id", "instruction", "depends_on"]
+
+
+def test_parse_plan_output_drops_copies_of_the_examples_and_repeats() -> None:
+    out = json.dumps(
+        {
+            "steps": [
+                {"id": "s1", "instruction": "What is the capital of Peru?", "depends_on": []},
+                {"id": "s2", "instruction": "Convert 10 kg to pounds.", "depends_on": []},
+                {"id": "s3", "instruction": "what is the capital of peru?", "depends_on": []},
+                {"id": "s4", "instruction": "Convert 100 F to C.", "depends_on": ["s2"]},
+            ]
+        }
+    )
+    plan = parse_plan_output(out)
+    assert [(s.id, s.instruction, s.depends_on) for s in plan.steps] == [
+        ("s1", "What is the capital of Peru?", []),
+        ("s2", "Convert 100 F to C.", []),
+    ]
+    with pytest.raises(PlanError, match="only copies"):
+        parse_plan_output('{"steps":[{"id":"s1","instruction":"Write a haiku about the result.","depends_on":[]}]}')

@@ -171,3 +171,20 @@ def test_agents_are_listed_by_tier_then_id(registry: Registry) -> None:
     for agent_id, tier in [("z", "device"), ("b", "cloud"), ("a", "edge"), ("c", "device")]:
         registry.apply_vcv(agent_id, card(agent_id, tier=tier))
     assert [e.agent_id for e in registry.agents()] == ["c", "z", "a", "b"]
+
+
+def test_apply_many_inserts_once_per_tier_and_keeps_version_rules(registry: Registry) -> None:
+    registry.apply_vcv("a1", card("a1", 5))
+    batch = [
+        card("a1", 4),
+        card("a2", 1, tier="edge"),
+        card("a3", 1, tier="edge"),
+        card("a3", 2, tier="edge"),
+    ]
+    applied = registry.apply_many([registry.prepare(v) for v in batch], num_threads=2)
+    assert applied == ["a2", "a3"]  # a1's card is stale; the newer a3 card of the batch wins
+    assert registry.get("a1").version == 5  # type: ignore[union-attr]
+    assert registry.get("a3").version == 2  # type: ignore[union-attr]
+    assert len(registry.index("edge")) == 6
+    # a card on another agent's topic is rejected in batches too
+    assert registry.apply_many([registry.prepare(card("a9"))], agent_ids=["a8"]) == []

@@ -180,3 +180,15 @@ def test_ranked_lists_chosen_tier_first(registry: Registry) -> None:
     assert explanation.chosen == "device" and ranked[0].agent_id == "phone"
     assert {m.tier for m in ranked[1:]} <= {"edge", "cloud"}
     assert len(explanation.ranked(2)) == 2
+
+
+def test_narrow_filter_on_a_big_tier_scores_the_allowed_exactly() -> None:
+    reg = Registry(HashingEmbedder(64))
+    for a in range(40):
+        region = "eu" if a == 7 else "us"
+        caps = [{"name": f"c{c}", "description": f"task {a} {c} translate text"} for c in range(3)]
+        reg.apply_vcv(f"a{a}", card(f"a{a}", "cloud", caps, policy={"region": region}))
+    # exact_below small enough that the tier counts as big, big enough for the one EU agent
+    matcher = Matcher(reg, MatchWeights(exact_below=12, min_similarity=-1))
+    matches = matcher.match("translate text", tier="cloud", constraints=Constraints(region="eu"))
+    assert ids(matches) == ["a7"]

