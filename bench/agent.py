@@ -331,7 +331,10 @@ def bench_model(spec: str, runs: int, max_tokens: int, **backend: Any) -> dict[s
         agent_rows.append((ttft, out.completion_tokens, total, out.prompt_tokens))
     # Plain llama-cpp-python streaming on the same file, same threads: the floor for our backend.
     assert be.path is not None
-    llm = Llama(model_path=str(be.path), n_ctx=1024, n_threads=cfg.n_threads, seed=0, verbose=False)
+    threads = be._llm.n_threads
+    llm = Llama(
+        model_path=str(be.path), n_ctx=1024, n_threads=threads, n_threads_batch=threads, seed=0, verbose=False
+    )
     raw_rows = []
     for i in range(runs):
         prompt = f"You are a helpful assistant.\n\nTask: {PROMPTS[i % len(PROMPTS)]} (raw {i})\nAnswer:"

@@ -40,7 +40,11 @@ class LlamaCppBackendConfig(_Strict):
     kind: Literal["llama_cpp"]
     model: Annotated[str, Field(min_length=1)]  # a GGUF path or pkg:<package>[/<file>]
     n_ctx: Annotated[int, Field(ge=128, le=131072)] = 2048
+    # None: half the usable cores (at least 1). Prompt evaluation uses n_threads_batch, default the
+    # same: llama.cpp's threads spin at barriers, so more threads than free cores (other agents,
+    # other processes) slows it down several times instead of speeding it up.
     n_threads: Annotated[int, Field(ge=1)] | None = None
+    n_threads_batch: Annotated[int, Field(ge=1)] | None = None
     n_batch: Annotated[int, Field(ge=8)] = 512
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0

@@ -52,6 +52,8 @@ def llama_server(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -
     cmd = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path), "--host", "127.0.0.1",
         "--port", str(port), "--n_ctx", "2048", "--api_key", SERVER_KEY, "--model_alias", "smollm2-135m",
+        # One thread each: llama.cpp's spinning workers crawl when cores are oversubscribed.
+        "--n_threads", "1", "--n_threads_batch", "1",
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)

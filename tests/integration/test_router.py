@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agentmesh import MeshClient, Router
-from agentmesh.protocol import TaskEvent, TaskResult, Topics, decode
+from agentmesh.protocol import Presence, TaskEvent, TaskResult, Topics, decode
 from agentmesh.registry import Embedder, MiniLMEmbedder
 from agentmesh.transport import MosquittoBroker, MqttClient
 from tests.meshkit import AgentProcess, agent_config, router_config, run_collecting, wait_registered
@@ -215,6 +215,17 @@ def start_router_process(config: Path, broker: MosquittoBroker, log: Path) -> An
     )
 
 
+async def wait_router_online(broker: MosquittoBroker, router_id: str, state: str = "online") -> None:
+    topics = Topics()
+    async with MqttClient(broker.address, client_id=f"watch-{router_id}") as raw:
+        sub = await raw.subscribe(topics.router_presence(router_id))
+        while True:
+            msg = await sub.get(timeout=90)
+            presence = decode(Presence, msg.payload) if msg.payload else None
+            if isinstance(presence, Presence) and presence.state == state:
+                return
+
+
 @pytest.fixture
 def processes() -> Iterator[list[Any]]:
     procs: list[Any] = []
@@ -233,15 +244,18 @@ async def test_a_router_killed_mid_task_and_restarted_finishes_it(
     router = start_router_process(router_yaml, mesh.broker, log)
     processes.append(router)
     async with MeshClient(mesh.broker.address) as client:
-        # Wait until the router process is up and sees the agent: a probe task completes.
+        # A task published before any router subscribed is lost (plain MQTT): wait for the
+        # router's retained presence, then for a probe task to complete.
+        await wait_router_online(mesh.broker, "router-k")
         probe = await client.run("repeat the word ready", timeout=90)
         assert probe.status == "done", probe.error
         handle = await client.submit("repeat the word survive", events=True)
         async for ev in handle.events():
             if ev.kind == "dispatched":
                 break
-        router.kill()  # SIGKILL mid-step
+        router.kill()  # SIGKILL mid-step: its Last Will marks it offline
         router.wait(10)
+        await wait_router_online(mesh.broker, "router-k", state="offline")
         restarted = start_router_process(router_yaml, mesh.broker, log)
         processes.append(restarted)
         result = await handle.result(timeout=90)
