@@ -13,7 +13,9 @@ import contextlib
 import json
 import logging
 import time
+from collections import OrderedDict, deque
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from agentmesh.directory import Directory
@@ -63,6 +65,18 @@ log = logging.getLogger(__name__)
 _REPUBLISH_WINDOW_S = 60.0
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    """A step waiting for an agent with free capacity, and how to send it when one frees up."""
+
+    task_id: str
+    step_id: str
+    tier: Tier
+    kind: str
+    prefer_family: str | None
+    why: str
+
+
 class Router:
     """Plans submitted tasks, routes their steps to agents, escalates weak steps, publishes results.
 
@@ -101,6 +115,9 @@ class Router:
         self.ledger: Ledger | None = None
         self.directory: Directory | None = None
         self._tasks: dict[str, Task] = {}
+        self._waiting: deque[_Waiting] = deque()
+        # Queries known to be in the embedder's cache: matching them needs no worker thread.
+        self._embedded: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
         self._last_housekeeping = 0.0
@@ -344,7 +361,13 @@ class Router:
     async def _apply_plan(self, task: Task, plan: Plan, how: str) -> None:
         # Embedding a new query takes milliseconds of CPU: do it in a thread so the loop keeps
         # serving; matching afterwards hits the embedder's cache.
-        await asyncio.to_thread(self.matcher.embed_queries, [ps.query for ps in plan.steps])
+        queries = [ps.query for ps in plan.steps]
+        if not all(q in self._embedded for q in queries):
+            await asyncio.to_thread(self.matcher.embed_queries, queries)
+            for q in queries:
+                self._embedded[q] = None
+            while len(self._embedded) > 4096:
+                self._embedded.popitem(last=False)
         if not task.finished:
             self._set_plan(task, plan, how)
 
@@ -420,26 +443,48 @@ class Router:
         prefer_family: str | None = None,
         why: str = "",
     ) -> None:
-        constraints = task.request.constraints
-        matches = self._candidates(
-            step.query, constraints, tier, exclude=step.tried_agents(), prefer_family=prefer_family
-        )
-        if not matches:
-            # Everyone who could serve it is busy or was tried: wait for capacity on the first
-            # attempt (the plan check proved some agent can), give up on the later ones.
-            if not step.attempts and self._candidates(step.query, constraints, tier, capability_only=True):
-                step.status = "pending"
-                self._spawn(self._retry_later(task))
-                return
-            self._keep_best_or_fail(
-                task, step, f"no other agent on {tier}..{constraints.max_tier} can serve it"
-            )
-            return
-        self._assign(task, step, matches[0], kind=kind, detail=why)
+        if not self._try_assign(_Waiting(task.task_id, step.id, tier, kind, prefer_family, why)):
+            # Everyone who can serve it is at capacity: the step waits (in order) for a free slot
+            # instead of overloading an agent. Results and ticks drain the queue.
+            step.status = "waiting"
+            self._waiting.append(_Waiting(task.task_id, step.id, tier, kind, prefer_family, why))
 
-    async def _retry_later(self, task: Task) -> None:
-        await asyncio.sleep(self.config.tick_s)
-        self._advance(task)
+    def _try_assign(self, w: _Waiting, *, recheck: bool = True) -> bool:
+        """Assign a step if an agent has room; False if it must wait. With ``recheck``, a step
+        that no agent (busy or not) can serve any more is failed instead of waiting forever."""
+        task = self._tasks.get(w.task_id)
+        step = task.steps.get(w.step_id) if task else None
+        if task is None or step is None or task.finished:
+            return True  # nothing left to do for it
+        constraints = task.request.constraints
+        exclude = step.tried_agents()
+        matches = self._candidates(
+            step.query, constraints, w.tier, exclude=exclude, prefer_family=w.prefer_family
+        )
+        if matches:
+            self._assign(task, step, matches[0], kind=w.kind, detail=w.why)
+            return True
+        if not recheck or self._candidates(
+            step.query, constraints, w.tier, exclude=exclude, capability_only=True
+        ):
+            return False
+        self._keep_best_or_fail(
+            task, step, f"no other agent on {w.tier}..{constraints.max_tier} can serve it"
+        )
+        return True
+
+    def _drain_waiting(self, slots: int | None = None) -> None:
+        """Give freed capacity to waiting steps, oldest first, until one still has to wait.
+
+        A result frees one slot, so it tries one step (cheap on the hot path); the ticker tries
+        them all and also fails steps whose agents have gone.
+        """
+        budget = len(self._waiting) if slots is None else slots
+        while self._waiting and budget > 0:
+            budget -= 1
+            if not self._try_assign(self._waiting[0], recheck=slots is None):
+                return
+            self._waiting.popleft()
 
     def _assign(self, task: Task, step: Step, match: Match, *, kind: str, detail: str = "") -> None:
         entry = self.registry.get(match.agent_id)
@@ -503,6 +548,7 @@ class Router:
         if attempt.finished or attempt.agent_id != result.agent_id:
             return  # a duplicate (QoS 1 re-delivery) or an answer after we moved on
         self.registry.add_inflight(attempt.agent_id, -1)
+        self._drain_waiting(slots=1)  # the freed slot goes to the oldest waiting step first
         attempt.status = result.status
         attempt.output = result.output
         attempt.confidence = result.confidence
@@ -627,6 +673,7 @@ class Router:
                     )
                 elif entry is None or entry.state == "offline":
                     self._lost(task, step, attempt, "offline", f"agent {attempt.agent_id} went offline")
+        self._drain_waiting()  # agents that joined, or capacity freed by finished tasks
         if now - self._last_housekeeping > 5.0:
             self._last_housekeeping = now
             self._housekeeping(now)
@@ -635,6 +682,7 @@ class Router:
         attempt.status = status  # type: ignore[assignment]
         attempt.reason = reason
         self.registry.add_inflight(attempt.agent_id, -1)
+        self._drain_waiting(slots=1)
         if step.id == PLANNER_STEP_ID:
             step.status = "failed"
             self._spawn(
@@ -671,7 +719,9 @@ class Router:
                 self.registry.add_inflight(attempt.agent_id, 1)
                 self._send_assignment(task, step, attempt, timeout)
             for step in task.dag_steps():
-                if step.status == "dispatched" and not (step.current and not step.current.finished):
+                if step.status == "waiting" or (
+                    step.status == "dispatched" and not (step.current and not step.current.finished)
+                ):
                     step.status = "pending"  # crashed between choosing and assigning
             self._advance(task)
         if resumed:

@@ -3,7 +3,8 @@
 Everything here is plain data plus pure functions, so the whole state machine is unit-tested
 without a broker. The router owns the I/O: it asks these objects what to do next and does it.
 
-Step life: pending -> dispatched -> done | failed, with a list of attempts. A step is *ready* when
+Step life: pending -> dispatched -> done | failed, with a list of attempts; a step whose capable
+agents are all at capacity is *waiting* in the router's queue in between. A step is *ready* when
 it is pending and all its dependencies are done.
 """
 
@@ -26,7 +27,7 @@ from agentmesh.protocol import (
 )
 
 AttemptStatus = Literal["dispatched", "ok", "error", "declined", "timeout", "offline", "cancelled"]
-StepStatus = Literal["pending", "dispatched", "done", "failed"]
+StepStatus = Literal["pending", "waiting", "dispatched", "done", "failed"]
 TaskStatus = Literal["planning", "running", "done", "failed", "rejected"]
 
 

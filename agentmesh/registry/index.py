@@ -81,8 +81,8 @@ class TierIndex:
         return self._refs[label]
 
     def refs(self, labels: list[int]) -> list[LabelRef]:
-        get = self._refs.get
-        return [ref for ref in map(get, labels) if ref is not None]
+        """The refs of live ``labels``, in order (every label kNN returns is live)."""
+        return [self._refs[label] for label in labels]
 
     def set_agent(self, agent_id: str, vectors: Vectors, refs: list[tuple[int, int]]) -> list[int]:
         """Replace ``agent_id``'s labels by ``vectors`` (one row per (cap, view) in ``refs``)."""

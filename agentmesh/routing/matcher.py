@@ -272,27 +272,46 @@ class Matcher:
                 blocked = blocked | {label for e in excluded for label in index.labels_of(e.agent_id)}
             allowed: Callable[[int], bool] | None = (lambda label: label not in blocked) if blocked else None
             fetch = min(max(k * w.oversample, w.min_fetch), allowed_labels)
-            labels, _ = index.knn(vec, fetch, ef=max(w.ef_search, fetch), allowed=allowed)
-            candidates = self._rescore(index.refs(labels.tolist()), vec, filt.blocked_caps)
+            labels, sims = index.knn(vec, fetch, ef=max(w.ef_search, fetch), allowed=allowed)
+            known = dict(zip(labels.tolist(), sims.tolist(), strict=True))
+            candidates = self._rescore(index.refs(list(known)), vec, filt.blocked_caps, known_sims=known)
         return self._rank(candidates, query, tier, prefer_family, k)
 
-    def _rescore(self, refs: list[LabelRef], vec: Vectors, blocked: set[CapKey]) -> dict[CapKey, float]:
+    def _rescore(
+        self,
+        refs: list[LabelRef],
+        vec: Vectors,
+        blocked: set[CapKey],
+        *,
+        known_sims: dict[int, float] | None = None,
+    ) -> dict[CapKey, float]:
         """Exact dense similarity over all views of the capabilities behind the kNN hits, in one
-        matrix product (a hit on one view brings in its capability's other views)."""
+        matrix product (a hit on one view brings in its capability's other views). A capability
+        with a single view keeps the similarity the kNN already computed."""
         reg = self.registry
+        out: dict[CapKey, float] = {}
         keys: list[CapKey] = []
         mats: list[Vectors] = []
-        for key in dict.fromkeys((ref.agent_id, ref.cap) for ref in refs):
-            entry = reg.get(key[0])
-            if entry is None or key in blocked or key[1] >= len(entry.vectors):
+        labels = list(known_sims) if known_sims is not None else []
+        for i, ref in enumerate(refs):
+            key = (ref.agent_id, ref.cap)
+            if key in out or key in blocked:
                 continue
-            keys.append(key)
-            mats.append(entry.vectors[key[1]])
-        if not keys:
-            return {}
-        starts = np.cumsum([0] + [len(m) for m in mats[:-1]])
-        dense = views_similarity(np.vstack(mats) @ vec, starts, self.weights.w_best_view)
-        return dict(zip(keys, dense.tolist(), strict=True))
+            entry = reg.get(ref.agent_id)
+            if entry is None or ref.cap >= len(entry.vectors):
+                continue
+            views = entry.vectors[ref.cap]
+            if len(views) == 1 and known_sims is not None:
+                out[key] = known_sims[labels[i]]
+            else:
+                out[key] = 0.0  # placeholder keeps the kNN order; filled below
+                keys.append(key)
+                mats.append(views)
+        if keys:
+            starts = np.cumsum([0] + [len(m) for m in mats[:-1]])
+            dense = views_similarity(np.vstack(mats) @ vec, starts, self.weights.w_best_view)
+            out.update(zip(keys, dense.tolist(), strict=True))
+        return out
 
     def _exact(self, tier: Tier, vec: Vectors, filt: _TierFilter, excluded: set[str]) -> dict[CapKey, float]:
         """Score every allowed capability of the tier exactly; keep the dense front-runners."""

@@ -1,10 +1,18 @@
 """An asyncio MQTT client over paho-mqtt 2.x.
 
-paho's network loop runs in its own thread (``loop_start``); every callback hands its data to the
-asyncio loop at once with ``call_soon_threadsafe``, because a slow callback would stall paho's
-network loop (DESIGN.md section 8). paho reconnects by itself but does not resubscribe, so every
+paho is driven by the asyncio loop itself, with no network thread: its socket is watched with
+``add_reader``/``add_writer`` and a housekeeping task calls ``loop_misc`` (keepalive). So every
+paho callback runs on the loop thread and a message costs no thread hand-off either way, which
+keeps our round trip close to raw paho's (DESIGN.md section 8; bench/agent.py). Callbacks only
+queue and resolve futures: nothing in them may block the loop.
+
+The blocking part of (re)connecting, TCP connect plus TLS handshake, runs in a worker thread
+that touches no paho state; the connected socket is then handed to paho on the loop thread.
+Without paho's thread there is no automatic reconnect in paho, so the client reconnects by itself
+with exponential backoff (``reconnect_delay``). paho does not resubscribe either, so every
 CONNACK makes the client send all of its subscriptions again; the client counts as connected
-(``connected``, ``wait_connected``) only once the broker acknowledged them.
+(``connected``, ``wait_connected``) only once the broker acknowledged them. QoS 1 publishes made
+while disconnected wait in paho's queue and go out after the CONNACK.
 """
 
 from __future__ import annotations
@@ -153,6 +161,32 @@ class Subscription:
         await self._client.unsubscribe(self)
 
 
+class _LoopClient(paho.Client):
+    """paho whose (re)connect takes a socket opened beforehand, so it never blocks the loop.
+
+    paho's ``reconnect()`` opens the TCP connection (and TLS handshake) itself, blocking. We run
+    paho's own ``_create_socket`` in a worker thread (it only reads connection settings) and let
+    ``reconnect()`` pick the result up on the loop thread. ``_create_socket`` is private paho API
+    (2.x); without it this class cannot work, so fail loudly rather than block.
+    """
+
+    prepared: Any = None  # the socket for the next reconnect(), set on the loop thread
+
+    def open_socket(self) -> Any:
+        """Blocking: TCP connect and TLS handshake as paho does them. Worker thread only."""
+        return paho.Client._create_socket(self)
+
+    def _create_socket(self) -> Any:
+        sock, self.prepared = self.prepared, None
+        if sock is None:
+            raise OSError("no socket prepared for paho's reconnect")
+        return sock
+
+
+if not hasattr(paho.Client, "_create_socket"):  # pragma: no cover - paho API changed
+    raise ImportError("agentmesh needs paho-mqtt 2.x with Client._create_socket")
+
+
 class MqttClient:
     """A small typed asyncio MQTT client.
 
@@ -205,6 +239,16 @@ class MqttClient:
         self._ready_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        # The paho client whose socket the loop watches, that socket's fd, and whether the loop
+        # also waits for it to become writable (paho has bytes it could not send yet).
+        self._io_client: paho.Client | None = None
+        self._fd: int | None = None
+        self._writing = False
+        self._socket_closed = asyncio.Event()
+        self._flush_handle: asyncio.Handle | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._backoff: float | None = None  # the last reconnect delay; None after a CONNACK
         self.mqtt5 = False
         self.connects = 0
 
@@ -252,22 +296,26 @@ class MqttClient:
         assert self._loop is not None
         v5 = version == "5"
         persistent = self.session_expiry_s > 0
-        client = paho.Client(
+        client = _LoopClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
             clean_session=None if v5 else not persistent,
+            # paho would answer some CONNACK refusals with a blocking reconnect() of its own.
+            reconnect_on_failure=False,
         )
         client.max_inflight_messages_set(self.max_inflight)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(*self.reconnect_delay)  # type: ignore[arg-type]
         if self.broker.username:
             client.username_pw_set(self.broker.username, self.broker.password)
         if self.broker.tls:
             client.tls_set_context(ssl.create_default_context())
         if self.will:
             client.will_set(self.will.topic, self.will.payload, self.will.qos, self.will.retain)
-        client.on_socket_open = _nodelay
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -280,21 +328,26 @@ class MqttClient:
             props.SessionExpiryInterval = self.session_expiry_s
         self._first_connect = self._loop.create_future()
         self._paho = client
+        self._backoff = None
         self.mqtt5 = v5
         try:
-            await asyncio.to_thread(
-                client.connect,
+            # Settings first (the worker thread reads host and port), then the socket.
+            client.connect_async(self.broker.host, self.broker.port, self.keepalive)
+            client.prepared = await self._open_socket(client)
+            # Non-blocking now: takes the prepared socket and queues CONNECT.
+            client.connect(
                 self.broker.host,
                 self.broker.port,
                 self.keepalive,
                 clean_start=not persistent if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
                 properties=props,
             )
-        except OSError as exc:
-            self._paho = None
+        except (OSError, ValueError) as exc:
+            await self._stop_paho(client)
             raise ConnectError(f"cannot connect: {exc}", broker=str(self.broker)) from None
+        self._flush()
         generation = self.connects
-        client.loop_start()
+        self._housekeeping = self._loop.create_task(self._keep_alive(client))
         loop = self._loop
         deadline = loop.time() + timeout
         try:
@@ -317,11 +370,45 @@ class MqttClient:
             await self._stop_paho(client)
             raise ConnectError("no SUBACK for the subscriptions in time", broker=str(self.broker)) from None
 
+    async def _open_socket(self, client: _LoopClient) -> Any:
+        """A connected socket for ``client``, opened in a worker thread."""
+        assert self._loop is not None
+        opening = self._loop.run_in_executor(None, client.open_socket)
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_result)  # the thread finishes anyway; do not leak
+            raise
+
     async def _stop_paho(self, client: paho.Client) -> None:
-        client.disconnect()
-        await asyncio.to_thread(client.loop_stop)
-        self._paho = None
+        if self._paho is client:
+            self._paho = None
         self._connected.clear()
+        for task in (self._housekeeping, self._reconnecting):
+            if task is not None:
+                task.cancel()
+        self._housekeeping = self._reconnecting = None
+        await self._hang_up(client)
+
+    async def _hang_up(self, client: paho.Client) -> None:
+        """Send DISCONNECT (so the broker keeps our Will to itself) and drop the socket."""
+        assert self._loop is not None
+        if client.socket() is not None:
+            client.disconnect()
+            if client is self._io_client:
+                self._flush()  # paho closes the socket once DISCONNECT is written
+                if client is self._io_client:  # a full send buffer: the writer callback drains it
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._socket_closed.wait(), 1.0)
+        sock = client.socket()
+        if client is self._io_client:
+            self._detach()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+        # paho's __del__ closes its socket again; that must not reach this client.
+        client.on_socket_open = client.on_socket_close = None
+        client.on_socket_register_write = client.on_socket_unregister_write = None
 
     async def close(self) -> None:
         """Disconnect cleanly: the broker does not publish our Last Will.
@@ -333,8 +420,7 @@ class MqttClient:
             return
         self._closing = True
         if client is not None:
-            client.disconnect()
-            await asyncio.to_thread(client.loop_stop)
+            await self._stop_paho(client)
         self._connected.clear()
         self._disconnected.set()
         self._paho = None
@@ -383,6 +469,7 @@ class MqttClient:
         data = self._checked(topic, payload)
         if qos == 0:
             client.publish(topic, data, 0, retain)
+            self._flush()
             return
         assert self._loop is not None
         fut: asyncio.Future[None] = self._loop.create_future()
@@ -392,6 +479,7 @@ class MqttClient:
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             raise TransportError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
         self._pubacks[info.mid] = fut
+        self._flush()  # send now rather than one loop iteration later
         try:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
@@ -404,6 +492,7 @@ class MqttClient:
         """Queue a publish without waiting for its PUBACK (paho still retries it)."""
         client = self._require()
         client.publish(topic, self._checked(topic, payload), qos, retain)
+        self._flush()
 
     def _checked(self, topic: str, payload: bytes | str | Message) -> bytes:
         _check_publish_topic(topic)
@@ -561,22 +650,125 @@ class MqttClient:
             for sub in [*subs, *[s for s in self._subs if s.filter == marker_topic]]:
                 await self.unsubscribe(sub)
 
-    # ---- paho callbacks (paho's thread) -------------------------------------------------------
+    # ---- driving paho from the loop ------------------------------------------------------------
+    # paho calls the socket callbacks from inside reconnect(), loop_read(), loop_write() and
+    # loop_misc(), all on the loop thread. They must not call loop_write() themselves: paho may
+    # hold its (non-reentrant) callback lock, so writes are always deferred to the loop.
 
-    def _call(self, fn: Any, *args: Any) -> None:
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        _nodelay(client, userdata, sock)
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(fn, *args)
+        if loop is None or loop.is_closed() or client is not self._paho:
+            return
+        self._detach()
+        self._io_client, self._fd, self._writing = client, sock.fileno(), False
+        self._socket_closed.clear()
+        loop.add_reader(self._fd, self._on_readable)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        if client is self._io_client:
+            self._detach()
+
+    def _detach(self) -> None:
+        fd, loop, writing = self._fd, self._loop, self._writing
+        self._io_client, self._fd, self._writing = None, None, False
+        self._socket_closed.set()
+        if fd is None or loop is None or loop.is_closed():
+            return
+        loop.remove_reader(fd)
+        if writing:
+            loop.remove_writer(fd)
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        loop = self._loop
+        if client is self._io_client and self._flush_handle is None and loop is not None:
+            self._flush_handle = loop.call_soon(self._flush_soon)
+
+    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        if client is self._io_client and self._writing and self._fd is not None and self._loop is not None:
+            self._loop.remove_writer(self._fd)
+            self._writing = False
+
+    def _flush_soon(self) -> None:
+        self._flush_handle = None
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write what paho queued; wait for the socket to become writable if it is full."""
+        client = self._io_client
+        if client is None or not client.want_write():
+            return
+        client.loop_write()  # a write error closes the socket and reports the disconnect
+        if client is self._io_client and client.want_write() and not self._writing:
+            assert self._loop is not None and self._fd is not None
+            self._loop.add_writer(self._fd, self._flush)
+            self._writing = True
+
+    def _on_readable(self) -> None:
+        client = self._io_client
+        if client is None:
+            return
+        rc = client.loop_read()
+        # TLS: decrypted bytes can wait inside the SSL object, where the selector cannot see them.
+        while rc == paho.MQTT_ERR_SUCCESS and client is self._io_client:
+            sock = client.socket()
+            if not isinstance(sock, ssl.SSLSocket) or sock.pending() == 0:
+                break
+            rc = client.loop_read()
+
+    async def _keep_alive(self, client: paho.Client) -> None:
+        """paho's periodic work (PINGREQ, the keepalive deadline), and a guard for a lost drop."""
+        while client is self._paho and not self._closing:
+            await asyncio.sleep(1.0)
+            if client is not self._paho or self._closing:
+                return
+            try:
+                if client.socket() is not None:
+                    client.loop_misc()
+                elif self._first_connect is not None and self._first_connect.done():
+                    self._reconnect_soon(client)
+            except Exception:  # housekeeping must outlive any one bad tick
+                log.exception("MQTT housekeeping failed for %s", self.broker)
+
+    def _reconnect_soon(self, client: paho.Client) -> None:
+        if self._reconnecting is not None and not self._reconnecting.done():
+            return
+        assert self._loop is not None
+        self._reconnecting = self._loop.create_task(self._reconnect(client))
+
+    async def _reconnect(self, client: paho.Client) -> None:
+        """Reconnect with exponential backoff until a socket is up (CONNACK resets the backoff)."""
+        assert isinstance(client, _LoopClient)
+        low, high = self.reconnect_delay
+        while True:
+            self._backoff = low if self._backoff is None else min(self._backoff * 2, high)
+            await asyncio.sleep(self._backoff)
+            if client is not self._paho or self._closing or client.socket() is not None:
+                return
+            try:
+                sock = await self._open_socket(client)
+                if client is not self._paho or self._closing:
+                    sock.close()
+                    return
+                client.prepared = sock
+                client.reconnect()  # takes the socket, resets in-flight messages, queues CONNECT
+            except (OSError, ValueError) as exc:
+                log.debug("reconnect to %s failed: %s", self.broker, exc)
+                continue
+            self._flush()
+            return
+
+    # ---- paho callbacks (the loop thread) -------------------------------------------------------
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
-        self._call(self._connected_in_loop, client, rc)
+        self._connected_in_loop(client, rc)
 
     def _connected_in_loop(self, client: paho.Client, rc: ReasonCode) -> None:
         if self._first_connect is not None and not self._first_connect.done():
             self._first_connect.set_result(rc)
         if rc.is_failure or client is not self._paho or self._closing:
             return
+        self._backoff = None
         self.connects += 1
         generation = self.connects
         self._disconnected.clear()
@@ -627,15 +819,17 @@ class MqttClient:
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
     ) -> None:
-        self._call(self._disconnected_in_loop, client, rc)
+        self._disconnected_in_loop(client, rc)
 
     def _disconnected_in_loop(self, client: paho.Client, rc: ReasonCode) -> None:
+        if client is not self._paho:
+            return  # a connection we gave up on
         if self._first_connect is not None and not self._first_connect.done():
             self._first_connect.set_exception(
                 ConnectError(f"connection closed before CONNACK ({rc})", broker=str(self.broker))
             )
             return
-        if client is not self._paho or self._closing:
+        if self._closing:
             return
         log.warning("lost connection to %s (%s); reconnecting", self.broker, rc)
         self._connected.clear()
@@ -645,15 +839,16 @@ class MqttClient:
             if not fut.done():
                 fut.set_result(False)
         self._subacks.clear()
+        self._reconnect_soon(client)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        # An exception here would end paho's network thread, so nothing may escape.
+        # An exception here would abort paho's read loop, so nothing may escape.
         try:
             message = RawMessage(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos)
         except Exception as exc:  # e.g. a topic that is not UTF-8
             log.warning("dropped an undecodable message from %s: %s", self.broker, exc)
             return
-        self._call(self._dispatch, message)
+        self._dispatch(message)
 
     def _dispatch(self, message: RawMessage) -> None:
         marker = message.topic in self._markers
@@ -662,13 +857,13 @@ class MqttClient:
                 sub._put(message)
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, rc: ReasonCode, props: Any) -> None:
-        self._call(self._acked, self._pubacks, mid, None if not rc.is_failure else rc.getName())
+        self._acked(self._pubacks, mid, None if not rc.is_failure else rc.getName())
 
     def _on_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Any
     ) -> None:
         failed = [r.getName() for r in rcs if r.is_failure]
-        self._call(self._subacked, mid, f"subscription refused: {failed}" if failed else None)
+        self._subacked(mid, f"subscription refused: {failed}" if failed else None)
 
     def _acked(self, pending: dict[int, asyncio.Future[None]], mid: int, error: str | None) -> None:
         fut = pending.pop(mid, None)
@@ -763,6 +958,12 @@ def _read_connack_head(sock: socket.socket) -> tuple[int, int] | None:
     if not need(pos + 2):
         return None
     return remaining, data[pos + 1]
+
+
+def _close_result(opening: asyncio.Future[Any]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        with contextlib.suppress(OSError):
+            opening.result().close()
 
 
 def _nodelay(client: paho.Client, userdata: Any, sock: Any) -> None:
