@@ -1,11 +1,10 @@
 """Shared fixtures: real brokers on free ports.
 
-Under CI=true a missing Mosquitto is a failure, not a skip (.ci/run installs it).
+A missing Mosquitto is a failure, not a skip (.ci/run installs it).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 
@@ -13,15 +12,11 @@ import pytest
 
 from agentmesh.transport import AmqttBroker, BrokerAddress, MosquittoBroker
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
 
 def require_mosquitto() -> None:
-    if MosquittoBroker.available():
-        return
-    if IN_CI:
-        pytest.fail("mosquitto is not installed; .ci/run must install it (apt-get install -y mosquitto)")
-    pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
+    # A missing broker fails loudly rather than skipping: a skipped broker test proves nothing.
+    if not MosquittoBroker.available():
+        pytest.fail("mosquitto is not installed: apt-get install -y mosquitto (.ci/run does it)")
 
 
 @pytest.fixture

@@ -1,0 +1,105 @@
+"""README's examples work as written (only the broker address is swapped for the test broker)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentmesh.protocol import TaskResult, Topics, decode
+from agentmesh.transport import MosquittoBroker, MqttClient
+from tests.meshkit import AgentProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+CALC = {
+    "id": "calc-1",
+    "tier": "device",
+    "capabilities": [
+        {
+            "name": "arithmetic",
+            "description": "Compute exact results of arithmetic expressions.",
+            "tags": ["math", "calculator"],
+            "examples": ["What is 12 * (3 + 4)?"],
+        }
+    ],
+    "backend": {"kind": "python", "callable": "agentmesh.agent.tools:calculate"},
+}
+
+pytestmark = pytest.mark.broker
+
+
+def blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, re.DOTALL)
+
+
+@pytest.fixture
+def calc_agent(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[AgentProcess]:
+    agent = AgentProcess(CALC, mosquitto.address, tmp_path)
+    yield agent
+    agent.stop()
+
+
+def test_the_python_embedding_example_runs(
+    mosquitto: MosquittoBroker, calc_agent: AgentProcess, tmp_path: Path
+) -> None:
+    example = next(b for b in blocks("python") if "Router(" in b and "MeshClient(" in b)
+    code = example.replace("mqtt://127.0.0.1:1883", mosquitto.address.url)
+    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[-1] == "done 391", out.stdout
+    assert any(line.startswith("dispatched s1 calc-1") for line in lines), out.stdout
+
+
+async def test_the_mosquitto_pub_example_runs(
+    mosquitto: MosquittoBroker, calc_agent: AgentProcess, tmp_path: Path
+) -> None:
+    if shutil.which("mosquitto_pub") is None:
+        pytest.fail("mosquitto_pub is not installed: apt-get install -y mosquitto-clients (.ci/run does it)")
+    shell = next(b for b in blocks("bash") if "mosquitto_pub" in b)
+    payload = re.search(r"-m '(\{.*?\})'", shell, re.DOTALL)
+    assert payload is not None
+    router = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentmesh",
+            "--broker",
+            mosquitto.address.url,
+            "router",
+            "--router-id",
+            "readme",
+        ],
+        env=dict(os.environ, HOME=str(tmp_path)),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        topics = Topics()
+        async with MqttClient(mosquitto.address, client_id="readme-check") as client:
+            presence = await client.subscribe(topics.router_presence("readme"))
+            await presence.get(timeout=120)  # the router is subscribed once its presence is out
+            result_sub = await client.subscribe(topics.result("demo-1"))
+            subprocess.run(
+                [
+                    "mosquitto_pub", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-q", "1",
+                    "-t", "agentmesh/v1/tasks/submit", "-m", payload.group(1),
+                ],
+                check=True,
+                timeout=30,
+            )  # fmt: skip
+            result = decode(TaskResult, (await result_sub.get(timeout=60)).payload)
+    finally:
+        router.terminate()
+        router.wait(30)
+    assert isinstance(result, TaskResult)
+    assert result.status == "done" and result.output == "391", result
