@@ -43,6 +43,7 @@ class LabelRef:
     agent_id: str
     cap: int
     view: int
+    views: int = 1  # how many views (labels) the capability has
 
 
 class TierIndex:
@@ -105,7 +106,10 @@ class TierIndex:
             if labels:
                 self._by_agent[agent_id] = labels
                 batches.append(vectors)
-                new_refs.extend(LabelRef(agent_id, cap, view) for cap, view in refs)
+                views: dict[int, int] = {}
+                for cap, _ in refs:
+                    views[cap] = views.get(cap, 0) + 1
+                new_refs.extend(LabelRef(agent_id, cap, view, views[cap]) for cap, view in refs)
         if not new_refs:
             return out
         all_labels = [label for labels in out.values() for label in labels]

@@ -53,23 +53,29 @@ class LexicalIndex:
         qterms = [t for t in dict.fromkeys(query_terms) if t in self._df]
         if not qterms or not self._docs:
             return dict.fromkeys(keys, 0.0)
-        idfs = {t: self.idf(t) for t in qterms}
-        ceiling = sum(idfs.values()) * (self.k1 + 1.0)
-        avg_len = self._total_len / len(self._docs) or 1.0
+        idfs = [(t, self.idf(t)) for t in qterms]
+        k1 = self.k1
+        ceiling = sum(idf for _, idf in idfs) * (k1 + 1.0)
+        if ceiling <= 0:
+            return dict.fromkeys(keys, 0.0)
+        scale = 1.0 / ceiling
+        slope = self.b / (self._total_len / len(self._docs) or 1.0)
+        base = 1.0 - self.b
+        docs = self._docs
         out: dict[Hashable, float] = {}
         for key in keys:
-            doc = self._docs.get(key)
+            doc = docs.get(key)
             if doc is None:
                 out[key] = 0.0
                 continue
             counts, length = doc
-            norm = self.k1 * (1.0 - self.b + self.b * length / avg_len)
+            norm = k1 * (base + slope * length)
             total = 0.0
-            for term, idf in idfs.items():
-                tf = counts.get(term, 0)
+            for term, idf in idfs:
+                tf = counts.get(term)
                 if tf:
-                    total += idf * tf * (self.k1 + 1.0) / (tf + norm)
-            out[key] = total / ceiling if ceiling > 0 else 0.0
+                    total += idf * tf * (k1 + 1.0) / (tf + norm)
+            out[key] = total * scale
         return out
 
 

@@ -13,6 +13,7 @@ tiers wins; an empty tier falls through.
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -297,16 +298,15 @@ class Matcher:
             key = (ref.agent_id, ref.cap)
             if key in out or key in blocked:
                 continue
+            if ref.views == 1 and known_sims is not None:
+                out[key] = known_sims[labels[i]]
+                continue
             entry = reg.get(ref.agent_id)
             if entry is None or ref.cap >= len(entry.vectors):
                 continue
-            views = entry.vectors[ref.cap]
-            if len(views) == 1 and known_sims is not None:
-                out[key] = known_sims[labels[i]]
-            else:
-                out[key] = 0.0  # placeholder keeps the kNN order; filled below
-                keys.append(key)
-                mats.append(views)
+            out[key] = 0.0  # placeholder keeps the kNN order; filled below
+            keys.append(key)
+            mats.append(entry.vectors[ref.cap])
         if keys:
             starts = np.cumsum([0] + [len(m) for m in mats[:-1]])
             dense = views_similarity(np.vstack(mats) @ vec, starts, self.weights.w_best_view)
@@ -400,22 +400,24 @@ class Matcher:
         penalties = self._penalties()
         seen: set[str] = set()
         ranked: list[tuple[float, float, str, int]] = []  # (score, similarity, agent, candidate)
-        kth = -np.inf
-        for i in np.argsort(-sims, kind="stable"):
-            sim = float(sims[i])
-            if sim < w.min_similarity or sim + w.w_family < kth:
+        best_k: list[float] = []  # min-heap of the k best scores so far
+        sim_list = sims.tolist()
+        for i in np.argsort(-sims, kind="stable").tolist():
+            sim = sim_list[i]
+            if sim < w.min_similarity or (len(best_k) >= k and sim + w.w_family < best_k[0]):
                 break
             agent_id = keys[i][0]
             if agent_id in seen:
                 continue
             seen.add(agent_id)
             penalty, family = penalties.get(agent_id, (0.0, None))
-            value = (
-                sim - penalty + (w.w_family if prefer_family is not None and family == prefer_family else 0.0)
-            )
-            ranked.append((value, sim, agent_id, int(i)))
-            if len(ranked) >= k:
-                kth = sorted(r[0] for r in ranked)[-k]
+            bonus = w.w_family if prefer_family is not None and family == prefer_family else 0.0
+            value = sim - penalty + bonus
+            ranked.append((value, sim, agent_id, i))
+            if len(best_k) < k:
+                heapq.heappush(best_k, value)
+            elif value > best_k[0]:
+                heapq.heapreplace(best_k, value)
         ranked.sort(key=lambda r: (-r[0], -r[1], r[2]))
         out: list[Match] = []
         for value, sim, agent_id, i in ranked[:k]:

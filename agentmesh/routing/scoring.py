@@ -46,9 +46,9 @@ class MatchWeights(BaseModel):
     )
     est_tokens_in: int = Field(1000, ge=0, description="tokens assumed per step to check max_cost_usd")
     est_tokens_out: int = Field(500, ge=0)
-    oversample: int = Field(8, ge=1, le=100, description="kNN labels fetched per wanted match")
-    min_fetch: int = Field(32, ge=1)
-    ef_search: int = Field(64, ge=8, le=4096, description="HNSW search breadth")
+    oversample: int = Field(6, ge=1, le=100, description="kNN labels fetched per wanted match")
+    min_fetch: int = Field(24, ge=1)
+    ef_search: int = Field(48, ge=8, le=4096, description="HNSW search breadth")
     exact_below: int = Field(
         4096, ge=0, description="score every allowed label exactly when there are at most this many"
     )

@@ -756,7 +756,9 @@ class MqttClient:
                 log.debug("reconnect to %s failed: %s", self.broker, exc)
                 continue
             self._flush()
-            return
+            if client.socket() is not None:
+                return  # CONNACK or a drop arrives through the reader from here on
+            # Writing CONNECT already failed; its disconnect found this task still running.
 
     # ---- paho callbacks (the loop thread) -------------------------------------------------------
 
