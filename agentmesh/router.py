@@ -116,6 +116,8 @@ class Router:
         self.directory: Directory | None = None
         self._tasks: dict[str, Task] = {}
         self._waiting: deque[_Waiting] = deque()
+        self._dirty: dict[str, Task] = {}
+        self._outbox: list[tuple[str, Any, bool]] = []
         # Queries known to be in the embedder's cache: matching them needs no worker thread.
         self._embedded: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[Any]] = set()
@@ -152,6 +154,7 @@ class Router:
             retain=True,
         )
         self._resume()
+        self._flush()
         self._spawn(self._loop("submit", submits, self._on_submit))
         self._spawn(self._loop("results", results, self._on_result))
         self._spawn(self._ticker())
@@ -177,6 +180,7 @@ class Router:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        self._flush()
         if self.directory is not None:
             await self.directory.stop()
         await self.client.close()
@@ -199,7 +203,13 @@ class Router:
     # ---- plumbing ----------------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
+        async def run_then_flush() -> None:
+            try:
+                await coro
+            finally:
+                self._flush()
+
+        task = asyncio.create_task(run_then_flush())
         self._background.add(task)
         task.add_done_callback(self._reap)
 
@@ -215,16 +225,29 @@ class Router:
             except Exception:
                 # One bad message must never stop the loop (DESIGN.md section 4).
                 log.exception("%s loop: failed to handle a message on %s", name, raw.topic)
+            self._flush()
+
+    # Write-ahead, batched: a handler marks tasks dirty and queues its messages; _flush() commits
+    # every dirty task in one transaction and only then sends the messages. So nothing goes out
+    # that the ledger does not hold, and a task costs one commit per handler, not one per change.
 
     def _save(self, task: Task) -> None:
-        assert self.ledger is not None
-        self.ledger.save(task)
+        self._dirty[task.task_id] = task
 
     def _publish(self, topic: str, message: Any, *, retain: bool = False) -> None:
-        try:
-            self.client.publish_nowait(topic, message, retain=retain)
-        except AgentMeshError as exc:
-            log.warning("publish to %s failed: %s", topic, exc)
+        self._outbox.append((topic, message, retain))
+
+    def _flush(self) -> None:
+        if self._dirty:
+            assert self.ledger is not None
+            dirty, self._dirty = self._dirty, {}
+            self.ledger.save_many(dirty.values())
+        outbox, self._outbox = self._outbox, []
+        for topic, message, retain in outbox:
+            try:
+                self.client.publish_nowait(topic, message, retain=retain)
+            except AgentMeshError as exc:
+                log.warning("publish to %s failed: %s", topic, exc)
 
     def _event(
         self,
@@ -262,7 +285,7 @@ class Router:
         self._tasks[task.task_id] = task
         self._save(task)
         self._event(task, "accepted", detail=f"router {self.config.router_id}")
-        self._spawn(self._plan(task))
+        self._plan(task)
 
     def _reject_malformed(self, payload: bytes, error: ProtocolError) -> None:
         """Answer a broken TaskRequest where we can tell who sent it; otherwise only log it."""
@@ -287,16 +310,16 @@ class Router:
 
     # ---- planning ----------------------------------------------------------------------------
 
-    async def _plan(self, task: Task) -> None:
+    def _plan(self, task: Task) -> None:
         request = task.request
         if request.plan is not None:
-            await self._apply_plan(task, request.plan, "explicit plan")
+            self._use_plan(task, request.plan, "explicit plan")
             return
         wants_llm = request.planner == "llm" or (request.planner == "auto" and looks_multipart(request.text))
         planner = self._pick_planner(request.constraints) if wants_llm else None
         if planner is None:
             why = "single step" if not wants_llm else "single step (no planner agent online)"
-            await self._apply_plan(task, single_step_plan(request.text), why)
+            self._use_plan(task, single_step_plan(request.text), why)
             return
         step = Step(
             id=PLANNER_STEP_ID,
@@ -348,26 +371,29 @@ class Router:
                     return
         if plan is None:
             step.status = "failed"
-            self._spawn(
-                self._apply_plan(
-                    task, single_step_plan(task.request.text), f"single step (planner failed: {reason})"
-                )
+            self._use_plan(
+                task, single_step_plan(task.request.text), f"single step (planner failed: {reason})"
             )
             return
         step.status = "done"
         step.accepted = len(step.attempts) - 1
-        self._spawn(self._apply_plan(task, plan, f"planned by {attempt.agent_id}"))
+        self._use_plan(task, plan, f"planned by {attempt.agent_id}")
 
-    async def _apply_plan(self, task: Task, plan: Plan, how: str) -> None:
+    def _use_plan(self, task: Task, plan: Plan, how: str) -> None:
+        if all(ps.query in self._embedded for ps in plan.steps):
+            self._set_plan(task, plan, how)
+        else:
+            self._spawn(self._embed_then_plan(task, plan, how))
+
+    async def _embed_then_plan(self, task: Task, plan: Plan, how: str) -> None:
         # Embedding a new query takes milliseconds of CPU: do it in a thread so the loop keeps
         # serving; matching afterwards hits the embedder's cache.
         queries = [ps.query for ps in plan.steps]
-        if not all(q in self._embedded for q in queries):
-            await asyncio.to_thread(self.matcher.embed_queries, queries)
-            for q in queries:
-                self._embedded[q] = None
-            while len(self._embedded) > 4096:
-                self._embedded.popitem(last=False)
+        await asyncio.to_thread(self.matcher.embed_queries, queries)
+        for q in queries:
+            self._embedded[q] = None
+        while len(self._embedded) > 4096:
+            self._embedded.popitem(last=False)
         if not task.finished:
             self._set_plan(task, plan, how)
 
@@ -383,6 +409,8 @@ class Router:
         task.output_ids = plan.outputs()
         task.status = "running"
         for step in task.dag_steps():
+            if not step.depends_on:
+                continue  # checked when it is routed, right below
             tier = start_tier(step.tier, task.request.constraints)
             if not self._candidates(step.query, task.request.constraints, tier, capability_only=True):
                 self._save(task)
@@ -468,6 +496,14 @@ class Router:
             step.query, constraints, w.tier, exclude=exclude, capability_only=True
         ):
             return False
+        if not step.attempts:
+            self._finish(
+                task,
+                "rejected",
+                f"no agent can serve step {step.id} ({step.query[:80]!r}) on tiers "
+                f"{w.tier}..{constraints.max_tier}",
+            )
+            return True
         self._keep_best_or_fail(
             task, step, f"no other agent on {w.tier}..{constraints.max_tier} can serve it"
         )
@@ -654,6 +690,7 @@ class Router:
                 self._tick(time.time())
             except Exception:
                 log.exception("router tick failed")
+            self._flush()
 
     def _tick(self, now: float) -> None:
         for task in list(self._tasks.values()):
@@ -685,11 +722,7 @@ class Router:
         self._drain_waiting(slots=1)
         if step.id == PLANNER_STEP_ID:
             step.status = "failed"
-            self._spawn(
-                self._apply_plan(
-                    task, single_step_plan(task.request.text), f"single step (planner: {reason})"
-                )
-            )
+            self._use_plan(task, single_step_plan(task.request.text), f"single step (planner: {reason})")
             return
         self._after_weak(task, step, attempt, reassign=True)
 
@@ -710,7 +743,7 @@ class Router:
             resumed += 1
             if task.status == "planning" and not task.in_flight():
                 task.steps.pop(PLANNER_STEP_ID, None)
-                self._spawn(self._plan(task))
+                self._plan(task)
                 continue
             for step, attempt in task.in_flight():
                 # Same attempt number: an agent that already answered re-sends its cached result.

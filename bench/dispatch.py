@@ -130,7 +130,7 @@ def start_mesh(
             "capabilities": [
                 {"name": "echo", "description": "Repeat the given text back.", "tags": ["echo", "test"]}
             ],
-            "backend": {"kind": "python", "callable": "agentmesh.agent.tools:echo"},
+            "backend": {"kind": "python", "callable": "agentmesh.agent.tools:echo", "inline": True},
             "concurrency": concurrency,
         }
         path = workdir / f"echo-{i}.yaml"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from agentmesh.orchestration.state import Task
@@ -41,12 +41,18 @@ class Ledger:
         self._db.executescript(_SCHEMA)
 
     def save(self, task: Task) -> None:
-        self._db.execute(
-            "INSERT INTO tasks(task_id, status, state, updated_at, finished_at) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(task_id) DO UPDATE SET status=excluded.status, state=excluded.state, "
-            "updated_at=excluded.updated_at, finished_at=excluded.finished_at",
-            (task.task_id, task.status, task.model_dump_json(), time.time(), task.finished_at),
-        )
+        self.save_many([task])
+
+    def save_many(self, tasks: Iterable[Task]) -> None:
+        """Commit several tasks' states in one transaction."""
+        rows = [(t.task_id, t.status, t.model_dump_json(), time.time(), t.finished_at) for t in tasks]
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO tasks(task_id, status, state, updated_at, finished_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(task_id) DO UPDATE SET status=excluded.status, state=excluded.state, "
+                "updated_at=excluded.updated_at, finished_at=excluded.finished_at",
+                rows,
+            )
 
     def get(self, task_id: str) -> Task | None:
         row = self._db.execute("SELECT state FROM tasks WHERE task_id=?", (task_id,)).fetchone()
