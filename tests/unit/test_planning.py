@@ -161,4 +161,6 @@ def test_parse_plan_output_drops_copies_of_the_examples_and_repeats() -> None:
         ("s2", "Convert 100 F to C.", []),
     ]
     with pytest.raises(PlanError, match="only copies"):
-        parse_plan_output('{"steps":[{"id":"s1","instruction":"Write a haiku about the result.","depends_on":[]}]}')
+        parse_plan_output(
+            '{"steps":[{"id":"s1","instruction":"Write a haiku about the result.","depends_on":[]}]}'
+        )
