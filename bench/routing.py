@@ -26,6 +26,8 @@ Writes bench/results/routing.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import gc
 import hashlib
 import itertools
@@ -160,6 +162,11 @@ def cached_embeddings(embedder: MiniLMEmbedder, texts: list[str], cache: Path) -
 
 
 def rss_bytes() -> int:
+    """Resident set size, after handing freed heap back to the OS (so a previous size's registry
+    does not hide this one's growth)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -206,14 +213,12 @@ def run_size(
 ) -> dict[str, Any]:
     n = len(data.vectors)
     cards = cards_for(data.vectors, data.texts)
-    gc.collect()
     rss0 = rss_bytes()
     registry = Registry(embedder)
     threads = os.cpu_count() or 1
     t0 = time.perf_counter()
     registry.apply_many(registry.prepare_many(cards), num_threads=threads)
     build_s = time.perf_counter() - t0
-    gc.collect()
     memory = rss_bytes() - rss0
 
     # New card versions for 10% of the agents (at most 1000 capabilities): labels replaced in place.
