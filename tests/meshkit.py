@@ -1,22 +1,17 @@
-"""Helpers for tests that run a real mesh: agent processes, an in-process router, a client."""
+"""Helpers for tests that run a real mesh: agent configs, an in-process router, a client.
+
+Agent processes are tests.agent_fixtures.AgentProcess."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agentmesh import MeshClient, Router, RouterConfig
 from agentmesh.protocol import TaskEvent, TaskResult
-from agentmesh.transport import BrokerAddress
 
 NS = "agentmesh/v1"
 
@@ -46,46 +41,6 @@ def agent_config(
         "concurrency": concurrency,
         "policy": policy,
     }
-
-
-class AgentProcess:
-    """``python -m agentmesh.agent CONFIG`` as a child process."""
-
-    def __init__(self, config: dict[str, Any], broker: BrokerAddress, workdir: Path) -> None:
-        self.id = config["id"]
-        self.path = workdir / f"{self.id}.yaml"
-        self.path.write_text(yaml.safe_dump(config))
-        self.log = workdir / f"{self.id}.log"
-        env = dict(os.environ, AGENTMESH_STATE_DIR=str(workdir / "state"))
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agentmesh.agent",
-                str(self.path),
-                "--broker",
-                broker.url,
-                "--namespace",
-                NS,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("wb"),
-            env=env,
-        )
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from agentmesh.protocol import TaskResult, Topics, decode
 from agentmesh.transport import MosquittoBroker, MqttClient
-from tests.meshkit import AgentProcess
+from tests.agent_fixtures import AgentProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -41,7 +41,7 @@ def blocks(lang: str) -> list[str]:
 
 @pytest.fixture
 def calc_agent(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[AgentProcess]:
-    agent = AgentProcess(CALC, mosquitto.address, tmp_path)
+    agent = AgentProcess(CALC, mosquitto.address, tmp_path).start()
     yield agent
     agent.stop()
 

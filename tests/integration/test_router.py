@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from agentmesh import MeshClient, Router
 from agentmesh.protocol import Presence, TaskEvent, TaskResult, Topics, decode
 from agentmesh.registry import Embedder, MiniLMEmbedder
 from agentmesh.transport import MosquittoBroker, MqttClient
-from tests.meshkit import AgentProcess, agent_config, router_config, run_collecting, wait_registered
+from tests.agent_fixtures import AgentProcess
+from tests.meshkit import agent_config, router_config, run_collecting, wait_registered
 
 pytestmark = pytest.mark.broker
 
@@ -33,7 +35,7 @@ class Mesh:
         self.client: MeshClient | None = None
 
     def agent(self, agent_id: str, **kwargs: Any) -> AgentProcess:
-        proc = AgentProcess(agent_config(agent_id, **kwargs), self.broker.address, self.tmp)
+        proc = AgentProcess(agent_config(agent_id, **kwargs), self.broker.address, self.tmp).start()
         self.agents.append(proc)
         return proc
 
@@ -154,7 +156,7 @@ async def test_an_agent_killed_mid_step_has_its_step_reassigned(mesh: Mesh) -> N
         if ev.kind == "dispatched" and ev.agent_id == "slow-1":
             spare.append(mesh.agent("spare-1"))
             await wait_registered(router, "spare-1")
-            slow.kill()  # no DISCONNECT: the broker publishes its Last Will
+            slow.signal(signal.SIGKILL)  # no DISCONNECT: the broker publishes its Last Will
 
     result, events = await run_collecting(client, "repeat the word hello", on_event=on_event)
     assert result.status == "done", result.error
