@@ -26,6 +26,7 @@ from agentmesh.protocol import (
     Topics,
     decode,
 )
+from agentmesh.protocol.messages import PlannerKind
 from agentmesh.transport import BrokerAddress, MqttClient, RawMessage, Subscription
 
 _FINAL = ("done", "failed", "rejected")
@@ -145,7 +146,7 @@ class MeshClient:
         text: str = "",
         *,
         plan: Plan | dict[str, Any] | None = None,
-        planner: str = "auto",
+        planner: PlannerKind = "auto",
         constraints: Constraints | None = None,
         task_id: str | None = None,
         events: bool = False,
@@ -164,7 +165,7 @@ class MeshClient:
             client_id=self.client_id,
             text=text,
             plan=plan,
-            planner="explicit" if plan is not None and planner == "auto" else planner,  # type: ignore[arg-type]
+            planner="explicit" if plan is not None and planner == "auto" else planner,
             constraints=constraints,
             reply_to=self.reply_topic,
         )

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from agentmesh.directory import Directory
 from agentmesh.errors import AgentMeshError, PlanError, ProtocolError
@@ -53,6 +53,8 @@ from agentmesh.protocol import (
     decode,
     encode,
 )
+from agentmesh.protocol.messages import EventKind
+from agentmesh.protocol.messages import TaskStatus as FinalStatus
 from agentmesh.registry import Embedder, Registry
 from agentmesh.router_config import RouterConfig
 from agentmesh.routing import Match, Matcher
@@ -72,7 +74,7 @@ class _Waiting:
     task_id: str
     step_id: str
     tier: Tier
-    kind: str
+    kind: EventKind
     prefer_family: str | None
     why: str
 
@@ -252,14 +254,14 @@ class Router:
     def _event(
         self,
         task: Task,
-        kind: str,
+        kind: EventKind,
         step: Step | None = None,
         attempt: Attempt | None = None,
         detail: str = "",
     ) -> None:
         event = TaskEvent(
             task_id=task.task_id,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             step_id=step.id if step else None,
             agent_id=attempt.agent_id if attempt else None,
             tier=attempt.tier if attempt else None,
@@ -467,7 +469,7 @@ class Router:
         step: Step,
         tier: Tier,
         *,
-        kind: str,
+        kind: EventKind,
         prefer_family: str | None = None,
         why: str = "",
     ) -> None:
@@ -522,7 +524,7 @@ class Router:
                 return
             self._waiting.popleft()
 
-    def _assign(self, task: Task, step: Step, match: Match, *, kind: str, detail: str = "") -> None:
+    def _assign(self, task: Task, step: Step, match: Match, *, kind: EventKind, detail: str = "") -> None:
         entry = self.registry.get(match.agent_id)
         planner = step.id == PLANNER_STEP_ID
         timeout = self.config.planner_timeout_s if planner else self.config.step_timeout_s
@@ -659,14 +661,14 @@ class Router:
 
     # ---- finishing, timeouts, housekeeping ----------------------------------------------------
 
-    def _finish(self, task: Task, status: str, error: str | None = None) -> None:
+    def _finish(self, task: Task, status: FinalStatus, error: str | None = None) -> None:
         if task.finished:
             return
         for _step, attempt in task.in_flight():
             attempt.status = "cancelled"
             attempt.reason = f"task {status}"
             self.registry.add_inflight(attempt.agent_id, -1)
-        task.status = status  # type: ignore[assignment]
+        task.status = status
         task.error = error
         task.finished_at = time.time()
         self._save(task)
@@ -715,8 +717,10 @@ class Router:
             self._last_housekeeping = now
             self._housekeeping(now)
 
-    def _lost(self, task: Task, step: Step, attempt: Attempt, status: str, reason: str) -> None:
-        attempt.status = status  # type: ignore[assignment]
+    def _lost(
+        self, task: Task, step: Step, attempt: Attempt, status: Literal["timeout", "offline"], reason: str
+    ) -> None:
+        attempt.status = status
         attempt.reason = reason
         self.registry.add_inflight(attempt.agent_id, -1)
         self._drain_waiting(slots=1)
