@@ -105,7 +105,9 @@ def event_line(event: TaskEvent, elapsed_s: float) -> str:
     if event.agent_id:
         where = f" {event.agent_id}" + (f" [{event.tier}]" if event.tier else "")
     step = f" {event.step_id}" if event.step_id else ""
-    detail = f"  {event.detail}" if event.detail else ""
+    # One line per event: an answer's newlines would break the progress display.
+    flat = " ".join(event.detail.split())
+    detail = f"  {flat}" if flat else ""
     if len(detail) > 160:
         detail = detail[:157] + "..."
     return f"{elapsed_s:6.2f}s  {event.kind:<11}{step}{where}{detail}"

@@ -73,5 +73,7 @@ def test_trace_from_a_broker_result_lists_steps_flat() -> None:
 def test_event_line() -> None:
     ev = TaskEvent(task_id="t", kind="escalated", step_id="s1", agent_id="e1", tier="edge", detail="low")
     assert event_line(ev, 1.5) == "  1.50s  escalated   s1 e1 [edge]  low"
+    multi = TaskEvent(task_id="t", kind="done", detail="5 km = 3.1 mi\n\n144")
+    assert event_line(multi, 0).endswith("done         5 km = 3.1 mi 144")
     long = TaskEvent(task_id="t", kind="done", detail="x" * 500)
     assert event_line(long, 0).endswith("...") and len(event_line(long, 0)) < 200
