@@ -7,11 +7,13 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agentmesh.errors import TaskTimeout
 from agentmesh.protocol import TaskResult, Topics, decode
 from agentmesh.transport import MosquittoBroker, MqttClient
 from tests.agent_fixtures import AgentProcess
@@ -103,3 +105,37 @@ async def test_the_mosquitto_pub_example_runs(
         router.wait(30)
     assert isinstance(result, TaskResult)
     assert result.status == "done" and result.output == "391", result
+
+
+def test_the_sync_helper_for_scripts(
+    mosquitto: MosquittoBroker, calc_agent: AgentProcess, tmp_path: Path
+) -> None:
+    from agentmesh import run_task
+
+    assert "agentmesh.run_task(" in README
+    router = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentmesh",
+            "--broker",
+            mosquitto.address.url,
+            "router",
+            "--router-id",
+            "sync",
+        ],
+        env=dict(os.environ, HOME=str(tmp_path)),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the first tasks may be published before the router has subscribed
+            try:
+                result = run_task("What is 17*23?", broker=mosquitto.address.url, timeout=5)
+                break
+            except TaskTimeout:
+                assert time.monotonic() < deadline, "the router never answered"
+    finally:
+        router.terminate()
+        router.wait(30)
+    assert result.status == "done" and result.output == "391"
