@@ -5,7 +5,6 @@ A missing Mosquitto is a failure, not a skip (.ci/run installs it).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -65,7 +64,3 @@ async def any_broker(request: pytest.FixtureRequest) -> AsyncIterator[BrokerAddr
 @pytest.fixture
 def broker_url(mosquitto: MosquittoBroker) -> str:
     return mosquitto.address.url
-
-
-def which(binary: str) -> str | None:
-    return shutil.which(binary)
