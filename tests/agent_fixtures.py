@@ -6,6 +6,7 @@ can drive an agent with the JSON of DESIGN.md section 4.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +222,13 @@ class AgentProcess:
 def topics(agent_id: str, ns: str = NS) -> dict[str, str]:
     base = f"{ns}/agents/{agent_id}"
     return {"vcv": f"{base}/vcv", "presence": f"{base}/presence", "inbox": f"{base}/inbox"}
+
+
+@contextlib.contextmanager
+def agent_probe(broker: BrokerAddress, reply_topic: str, ns: str = NS) -> Iterator[PahoProbe]:
+    """A PahoProbe listening to a router's results topic and every agent's card and presence."""
+    with PahoProbe(broker) as probe:
+        probe.subscribe(reply_topic)
+        probe.subscribe(f"{ns}/agents/+/presence")
+        probe.subscribe(f"{ns}/agents/+/vcv")
+        yield probe

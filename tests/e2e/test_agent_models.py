@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from agentmesh.transport import MosquittoBroker
-from tests.agent_fixtures import REPO, AgentProcess, PahoProbe, assignment, topics
+from tests.agent_fixtures import REPO, AgentProcess, PahoProbe, agent_probe, assignment, topics
 from tests.e2e.conftest import LlamaServer
 
 pytestmark = [pytest.mark.broker, pytest.mark.model]
@@ -30,10 +30,7 @@ def example(name: str, **backend: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def probe(mosquitto: MosquittoBroker) -> Iterator[PahoProbe]:
-    with PahoProbe(mosquitto.address) as p:
-        p.subscribe(REPLY)
-        p.subscribe("agentmesh/v1/agents/+/presence")
-        p.subscribe("agentmesh/v1/agents/+/vcv")
+    with agent_probe(mosquitto.address, REPLY) as p:
         yield p
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agentmesh.transport import MosquittoBroker
-from tests.agent_fixtures import AgentProcess, PahoProbe, assignment, python_agent, topics
+from tests.agent_fixtures import AgentProcess, PahoProbe, agent_probe, assignment, python_agent, topics
 
 pytestmark = pytest.mark.broker
 
@@ -23,10 +23,7 @@ REPLY = "agentmesh/v1/routers/test-router/results"
 
 @pytest.fixture
 def probe(mosquitto: MosquittoBroker) -> Iterator[PahoProbe]:
-    with PahoProbe(mosquitto.address) as p:
-        p.subscribe(REPLY)
-        p.subscribe("agentmesh/v1/agents/+/presence")
-        p.subscribe("agentmesh/v1/agents/+/vcv")
+    with agent_probe(mosquitto.address, REPLY) as p:
         yield p
 
 

@@ -37,6 +37,24 @@ CALC = {
 pytestmark = pytest.mark.broker
 
 
+def start_router(mosquitto: MosquittoBroker, router_id: str, home: Path) -> subprocess.Popen[bytes]:
+    """`agentmesh router` as a process, its default ledger under ``home``."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentmesh",
+            "--broker",
+            mosquitto.address.url,
+            "router",
+            "--router-id",
+            router_id,
+        ],
+        env=dict(os.environ, HOME=str(home)),
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", README, re.DOTALL)
 
@@ -71,20 +89,7 @@ async def test_the_mosquitto_pub_example_runs(
     shell = next(b for b in blocks("bash") if "mosquitto_pub" in b)
     payload = re.search(r"-m '(\{.*?\})'", shell, re.DOTALL)
     assert payload is not None
-    router = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agentmesh",
-            "--broker",
-            mosquitto.address.url,
-            "router",
-            "--router-id",
-            "readme",
-        ],
-        env=dict(os.environ, HOME=str(tmp_path)),
-        stderr=subprocess.DEVNULL,
-    )
+    router = start_router(mosquitto, "readme", tmp_path)
     try:
         topics = Topics()
         async with MqttClient(mosquitto.address, client_id="readme-check") as client:
@@ -113,20 +118,7 @@ def test_the_sync_helper_for_scripts(
     from agentmesh import run_task
 
     assert "agentmesh.run_task(" in README
-    router = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agentmesh",
-            "--broker",
-            mosquitto.address.url,
-            "router",
-            "--router-id",
-            "sync",
-        ],
-        env=dict(os.environ, HOME=str(tmp_path)),
-        stderr=subprocess.DEVNULL,
-    )
+    router = start_router(mosquitto, "sync", tmp_path)
     try:
         deadline = time.monotonic() + 120
         while True:  # the first tasks may be published before the router has subscribed
