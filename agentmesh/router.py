@@ -680,10 +680,10 @@ class Router:
         self._tasks.pop(task.task_id, None)
 
     def _publish_result(self, task: Task, result: TaskResult | None = None) -> None:
-        result = result or task.result()
-        self._publish(self.topics.result(task.task_id), result, retain=True)
+        payload = encode(result or task.result())  # once for both topics
+        self._publish(self.topics.result(task.task_id), payload, retain=True)
         if task.request.reply_to:
-            self._publish(task.request.reply_to, result)
+            self._publish(task.request.reply_to, payload)
 
     async def _ticker(self) -> None:
         while True:

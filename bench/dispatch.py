@@ -8,7 +8,8 @@ What runs (all on this machine, a fresh Mosquitto with broker/mosquitto.conf: se
   -> client), done by two relay processes that only forward bytes (QoS 1, TCP_NODELAY clients);
 - mesh: `agentmesh router` and python echo agents (`agentmesh.agent.tools:echo`) as processes,
   and a MeshClient here submitting tasks:
-  * single-step latency (one task at a time), p50/p99;
+  * single-step latency (one task at a time), p50/p99, measured in rounds that alternate with
+    rounds of the floor, so both see the same machine;
   * 5-step DAG latency (s1 -> s2,s3,s4 -> s5), p50/p99;
   * throughput: N single-step tasks with a window of W in flight; tasks/s and tasks lost.
 Task texts repeat, so the router's query embedding comes from its cache; the cost of embedding
@@ -68,32 +69,44 @@ async def relay(broker: str, role: str) -> None:
         await asyncio.gather(*(pump(s) for s in subs))
 
 
-async def measure_floor(broker: BrokerAddress, n: int) -> list[float]:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, __file__, "--relay", role, "--broker", broker.url],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for role in ("router", "agent")
-    ]
-    try:
-        for p in procs:
+class Floor:
+    """The two relay processes and a client that times round trips through them."""
+
+    def __init__(self, broker: BrokerAddress) -> None:
+        self.broker = broker
+        self.procs: list[subprocess.Popen[str]] = []
+        self.client = MqttClient(broker, client_id="floor-client")
+
+    async def __aenter__(self) -> Floor:
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--relay", role, "--broker", self.broker.url],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for role in ("router", "agent")
+        ]
+        for p in self.procs:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        async with MqttClient(broker, client_id="floor-client") as client:
-            replies = await client.subscribe("raw/reply")
-            lat = []
-            for i in range(n + 20):
-                t = time.perf_counter()
-                await client.publish("raw/submit", b"x" * 200)
-                await replies.get(timeout=10)
-                if i >= 20:  # warm-up
-                    lat.append((time.perf_counter() - t) * 1000)
-            return lat
-    finally:
-        for p in procs:
+        await self.client.connect()
+        self.replies = await self.client.subscribe("raw/reply")
+        await self.measure(20)  # warm-up
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.close()
+        for p in self.procs:
             p.kill()
             p.wait()
+
+    async def measure(self, n: int) -> list[float]:
+        lat = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await self.client.publish("raw/submit", b"x" * 200)
+            await self.replies.get(timeout=10)
+            lat.append((time.perf_counter() - t) * 1000)
+        return lat
 
 
 # ---- the mesh --------------------------------------------------------------------------------
@@ -221,18 +234,26 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="agentmesh-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        print(
-            f"broker {broker.address}; measuring the raw 4-hop floor ({args.latency_n} round trips)...",
-            flush=True,
-        )
-        floor = await measure_floor(broker.address, args.latency_n)
+        print(f"broker {broker.address}", flush=True)
         procs = start_mesh(broker.address, workdir, args.agents, args.concurrency)
-        async with MeshClient(broker.address, client_id="bench-client") as mesh:
+        async with MeshClient(broker.address, client_id="bench-client") as mesh, Floor(broker.address) as raw:
             print("waiting for the router and agents...", flush=True)
             await wait_ready(mesh)
             await latency(mesh, 20)  # warm-up
-            print(f"single-step latency ({args.latency_n} tasks, one at a time)...", flush=True)
-            single = await latency(mesh, args.latency_n)
+            # Interleaved in small rounds, so the floor and the tasks see the same (shared, noisy)
+            # machine rather than whatever each phase happened to get.
+            rounds = max(1, args.latency_n // 25)
+            print(
+                f"single-step latency and the floor ({args.latency_n} of each, one at a time, "
+                f"interleaved in {rounds} rounds)...",
+                flush=True,
+            )
+            floor: list[float] = []
+            single: list[float] = []
+            for i in range(rounds):
+                n = args.latency_n // rounds + (1 if i < args.latency_n % rounds else 0)
+                floor += await raw.measure(n)
+                single += await latency(mesh, n)
             print(f"5-step DAG latency ({args.dag_n} tasks)...", flush=True)
             dag = await latency(mesh, args.dag_n, plan=DAG)
             print(f"throughput ({args.tasks} tasks, window {args.window})...", flush=True)

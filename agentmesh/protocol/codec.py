@@ -51,6 +51,14 @@ def decode(
     """Validate ``payload`` as ``model``; raise ProtocolError naming the offending field."""
     if len(payload) > limit:
         raise PayloadTooLarge(topic=topic, size=len(payload), limit=limit)
+    # The common case, a valid message, in one pass; anything wrong is diagnosed step by step below.
+    try:
+        message = model.model_validate_json(payload)
+    except (ValidationError, RecursionError, ValueError, TypeError):
+        pass
+    else:
+        if "type" in message.model_fields_set:  # a missing type would pass on its default
+            return message
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -138,7 +138,9 @@ class Registry:
         # per-tier filters and matrices against these.
         self.generation = 0
         self.cards_generation = 0
-        self.load_generation = 0
+        # Bumped when an agent reaches or leaves its capacity (not on every load change): what
+        # the matcher's cached filters depend on.
+        self.busy_generation = 0
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -358,8 +360,10 @@ class Registry:
             self._inflight.pop(agent_id, None)
         entry = self._entries.get(agent_id)
         if entry is not None and entry.inflight != count:
+            was_busy = entry.load >= entry.capacity
             entry.inflight = count
-            self.load_generation += 1
+            if (entry.load >= entry.capacity) != was_busy:
+                self.busy_generation += 1
         return count
 
     # ---- messages -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from agentmesh.routing.scoring import (
     has_tags,
     ladder,
     late_interaction,
+    load_penalty,
     pick_tier,
     policy_problem,
     score,
@@ -103,11 +105,24 @@ class PreparedQuery:
 class _TierFilter:
     """Which labels of one tier a query may not see, for one (registry state, constraints) pair."""
 
+    key: tuple[Any, ...] = ()
     blocked_labels: set[int] = field(default_factory=set)
     allowed_agents: list[AgentEntry] = field(default_factory=list)
     allowed_labels: int = 0
     blocked_caps: set[CapKey] = field(default_factory=set)
     cap_mask: npt.NDArray[np.bool_] | None = None  # over _TierMatrix.caps, built on first exact use
+
+
+@dataclass(frozen=True)
+class _Similarities:
+    """One query's candidate capabilities on one tier, before the per-agent penalties: what a
+    repeated query (a retry, an escalation, the same task text again) reuses."""
+
+    keys: list[CapKey]
+    sims: npt.NDArray[np.float64]
+    dense: npt.NDArray[np.float64]
+    lexical: npt.NDArray[np.float64]
+    order: list[int]  # indices of ``sims``, best first
 
 
 @dataclass
@@ -128,7 +143,10 @@ class Matcher:
         self.weights = weights or MatchWeights()
         self._filters: OrderedDict[tuple[Any, ...], _TierFilter] = OrderedDict()
         self._matrices: dict[Tier, tuple[int, _TierMatrix]] = {}
-        self._penalty_cache: tuple[tuple[int, int], dict[str, tuple[float, str | None]]] | None = None
+        self._similarities: OrderedDict[tuple[Any, ...], _Similarities] = OrderedDict()
+        self._prepared: OrderedDict[str, PreparedQuery] = OrderedDict()
+        self._prepared_lock = threading.Lock()  # prepare_query runs in worker threads too
+        self._penalty_cache: tuple[int, dict[str, tuple[float, str | None, AgentEntry]]] | None = None
 
     # ---- queries ------------------------------------------------------------------------
 
@@ -146,16 +164,27 @@ class Matcher:
     def prepare_query(self, text: str, vector: Vectors | None = None) -> PreparedQuery:
         """Embed ``text`` (thread-safe; the slow part of matching). With ``vector`` given, only
         the sentence vector is used (no token matching)."""
+        if vector is not None:
+            return PreparedQuery(text, vector, None, terms(text))
+        with self._prepared_lock:
+            hit = self._prepared.get(text)
+            if hit is not None:
+                self._prepared.move_to_end(text)
+                return hit
         embedder = self.registry.embedder
         assert embedder is not None
         tokens: TokenVectors | None = None
-        if vector is None:
-            if isinstance(embedder, TokenEmbedder):
-                vectors, toks = embedder.embed_with_tokens([text])
-                vector, tokens = vectors[0], toks[0]
-            else:
-                vector = embedder.embed([text])[0]
-        return PreparedQuery(text, vector, tokens, terms(text))
+        if isinstance(embedder, TokenEmbedder):
+            vectors, toks = embedder.embed_with_tokens([text])
+            vector, tokens = vectors[0], toks[0]
+        else:
+            vector = embedder.embed([text])[0]
+        prepared = PreparedQuery(text, vector, tokens, terms(text))
+        with self._prepared_lock:
+            self._prepared[text] = prepared
+            while len(self._prepared) > 4096:
+                self._prepared.popitem(last=False)
+        return prepared
 
     def match(
         self,
@@ -245,38 +274,60 @@ class Matcher:
         k: int | None,
         allow_busy: bool,
     ) -> list[Match]:
-        w = self.weights
-        k = k or w.k
+        k = k or self.weights.k
         filt = self._tier_filter(tier, constraints, allow_busy)
-        excluded = [e for e in filt.allowed_agents if e.agent_id in exclude] if exclude else []
-        allowed_labels = filt.allowed_labels - sum(sum(len(v) for v in e.vectors) for e in excluded)
+        excluded = (
+            frozenset(e.agent_id for e in filt.allowed_agents if e.agent_id in exclude)
+            if exclude
+            else frozenset()
+        )
+        if query.tokens is None:  # a caller's own vector: not keyed by the text
+            return self._rank(self._score(query, tier, filt, excluded, k), tier, prefer_family, k)
+        key = (filt.key, query.text, k, excluded)
+        similarities = self._similarities.get(key)
+        if similarities is None:
+            similarities = self._similarities[key] = self._score(query, tier, filt, excluded, k)
+            while len(self._similarities) > 2048:
+                self._similarities.popitem(last=False)
+        else:
+            self._similarities.move_to_end(key)
+        return self._rank(similarities, tier, prefer_family, k)
+
+    def _score(
+        self, query: PreparedQuery, tier: Tier, filt: _TierFilter, excluded: frozenset[str], k: int
+    ) -> _Similarities:
+        return self._score_candidates(self._candidates(query, tier, filt, excluded, k), query)
+
+    def _candidates(
+        self, query: PreparedQuery, tier: Tier, filt: _TierFilter, excluded: frozenset[str], k: int
+    ) -> dict[CapKey, float]:
+        """The capabilities worth scoring fully, with their dense similarity."""
+        w = self.weights
+        excluded_entries = [e for e in filt.allowed_agents if e.agent_id in excluded] if excluded else []
+        allowed_labels = filt.allowed_labels - sum(sum(len(v) for v in e.vectors) for e in excluded_entries)
         if allowed_labels <= 0:
-            return []
+            return {}
         index = self.registry.index(tier)
         vec = query.vector
-        excluded_ids = {e.agent_id for e in excluded}
-        candidates: dict[CapKey, float]  # capability -> dense similarity
         if allowed_labels <= w.exact_below and len(index) <= 4 * w.exact_below:
-            candidates = self._exact(tier, vec, filt, excluded_ids)
-        elif allowed_labels <= w.exact_below:
+            return self._exact(tier, vec, filt, excluded)
+        if allowed_labels <= w.exact_below:
             # A big tier under a narrow filter (a region, a tag): score the few allowed directly.
             refs = [
                 LabelRef(e.agent_id, c, 0)
                 for e in filt.allowed_agents
-                if e.agent_id not in excluded_ids
+                if e.agent_id not in excluded
                 for c in range(len(e.vectors))
             ]
-            candidates = self._front_runners(self._rescore(refs, vec, filt.blocked_caps))
-        else:
-            blocked = filt.blocked_labels
-            if excluded:
-                blocked = blocked | {label for e in excluded for label in index.labels_of(e.agent_id)}
-            allowed: Callable[[int], bool] | None = (lambda label: label not in blocked) if blocked else None
-            fetch = min(max(k * w.oversample, w.min_fetch), allowed_labels)
-            labels, sims = index.knn(vec, fetch, ef=max(w.ef_search, fetch), allowed=allowed)
-            known = dict(zip(labels.tolist(), sims.tolist(), strict=True))
-            candidates = self._rescore(index.refs(list(known)), vec, filt.blocked_caps, known_sims=known)
-        return self._rank(candidates, query, tier, prefer_family, k)
+            return self._front_runners(self._rescore(refs, vec, filt.blocked_caps))
+        blocked = filt.blocked_labels
+        if excluded_entries:
+            blocked = blocked | {label for e in excluded_entries for label in index.labels_of(e.agent_id)}
+        allowed: Callable[[int], bool] | None = (lambda label: label not in blocked) if blocked else None
+        fetch = min(max(k * w.oversample, w.min_fetch), allowed_labels)
+        labels, sims = index.knn(vec, fetch, ef=max(w.ef_search, fetch), allowed=allowed)
+        known = dict(zip(labels.tolist(), sims.tolist(), strict=True))
+        return self._rescore(index.refs(list(known)), vec, filt.blocked_caps, known_sims=known)
 
     def _rescore(
         self,
@@ -313,7 +364,9 @@ class Matcher:
             out.update(zip(keys, dense.tolist(), strict=True))
         return out
 
-    def _exact(self, tier: Tier, vec: Vectors, filt: _TierFilter, excluded: set[str]) -> dict[CapKey, float]:
+    def _exact(
+        self, tier: Tier, vec: Vectors, filt: _TierFilter, excluded: frozenset[str]
+    ) -> dict[CapKey, float]:
         """Score every allowed capability of the tier exactly; keep the dense front-runners."""
         w = self.weights
         tm = self._tier_matrix(tier)
@@ -364,27 +417,19 @@ class Matcher:
         self._matrices[tier] = (reg.cards_generation, tm)
         return tm
 
-    def _rank(
-        self,
-        candidates: dict[CapKey, float],
-        query: PreparedQuery,
-        tier: Tier,
-        prefer_family: str | None,
-        k: int,
-    ) -> list[Match]:
+    def _score_candidates(self, candidates: dict[CapKey, float], query: PreparedQuery) -> _Similarities:
+        """Blend each candidate's dense similarity with token late interaction and BM25."""
         w = self.weights
         reg = self.registry
-        if not candidates:
-            return []
         keys = list(candidates)
         dense = np.fromiter(candidates.values(), dtype=np.float64, count=len(keys))
         lex = np.zeros(len(keys))
-        if w.w_lexical > 0 and query.terms:
+        if keys and w.w_lexical > 0 and query.terms:
             scores = reg.lexical.scores(query.terms, keys)
             lex = np.array([scores[key] for key in keys])
         token = dense.copy()  # capabilities without token vectors fall back to the sentence score
         qtok = query.tokens if w.w_token > 0 and query.tokens is not None and len(query.tokens) else None
-        if qtok is not None:
+        if keys and qtok is not None:
             qweights = np.array([reg.pieces.idf(p) for p in qtok.pieces], dtype=np.float32)
             for i, (agent_id, cap) in enumerate(keys):
                 entry = reg.get(agent_id)
@@ -394,25 +439,30 @@ class Matcher:
                     if value is not None:
                         token[i] = value
         sims = np.asarray(combined_similarity(dense, token, lex, w_token=w.w_token, w_lexical=w.w_lexical))
-        # Collapse to agents (best capability each) in similarity order, then score. Penalties are
-        # >= 0 and the family bonus <= w_family, so once k agents are scored, an agent whose
-        # similarity + w_family is below the k-th score cannot get in.
+        order = np.argsort(-sims, kind="stable").tolist()
+        return _Similarities(keys, sims, dense, lex, order)
+
+    def _rank(self, s: _Similarities, tier: Tier, prefer_family: str | None, k: int) -> list[Match]:
+        """Collapse to agents (best capability each) in similarity order, then score. Penalties are
+        >= 0 and the family bonus <= w_family, so once k agents are scored, an agent whose
+        similarity + w_family is below the k-th score cannot get in."""
+        w = self.weights
         penalties = self._penalties()
         seen: set[str] = set()
         ranked: list[tuple[float, float, str, int]] = []  # (score, similarity, agent, candidate)
         best_k: list[float] = []  # min-heap of the k best scores so far
-        sim_list = sims.tolist()
-        for i in np.argsort(-sims, kind="stable").tolist():
+        sim_list = s.sims.tolist()
+        for i in s.order:
             sim = sim_list[i]
             if sim < w.min_similarity or (len(best_k) >= k and sim + w.w_family < best_k[0]):
                 break
-            agent_id = keys[i][0]
-            if agent_id in seen:
+            agent_id = s.keys[i][0]
+            if agent_id in seen or agent_id not in penalties:
                 continue
             seen.add(agent_id)
-            penalty, family = penalties.get(agent_id, (0.0, None))
+            penalty, family, entry = penalties[agent_id]
             bonus = w.w_family if prefer_family is not None and family == prefer_family else 0.0
-            value = sim - penalty + bonus
+            value = sim - penalty - load_penalty(entry.load, entry.capacity, w) + bonus
             ranked.append((value, sim, agent_id, i))
             if len(best_k) < k:
                 heapq.heappush(best_k, value)
@@ -421,10 +471,8 @@ class Matcher:
         ranked.sort(key=lambda r: (-r[0], -r[1], r[2]))
         out: list[Match] = []
         for value, sim, agent_id, i in ranked[:k]:
-            entry = reg.get(agent_id)
-            if entry is None:
-                continue
-            cap = keys[i][1]
+            entry = penalties[agent_id][2]
+            cap = s.keys[i][1]
             out.append(
                 Match(
                     agent_id=agent_id,
@@ -432,34 +480,34 @@ class Matcher:
                     capability=entry.vcv.capabilities[cap].name,
                     similarity=sim,
                     score=value,
-                    dense=float(dense[i]),
-                    lexical=float(lex[i]),
+                    dense=float(s.dense[i]),
+                    lexical=float(s.lexical[i]),
                     capability_index=cap,
                     family=entry.family,
                 )
             )
         return out
 
-    def _penalties(self) -> dict[str, tuple[float, str | None]]:
-        """Per agent: what cost, load and latency take off its score (and its model family)."""
+    def _penalties(self) -> dict[str, tuple[float, str | None, AgentEntry]]:
+        """Per agent: what cost and latency take off its score, its model family and its entry
+        (load is read live: it changes with every assignment)."""
         reg = self.registry
-        key = (reg.generation, reg.load_generation)
-        if self._penalty_cache is not None and self._penalty_cache[0] == key:
+        if self._penalty_cache is not None and self._penalty_cache[0] == reg.generation:
             return self._penalty_cache[1]
         w = self.weights
-        out: dict[str, tuple[float, str | None]] = {}
+        out: dict[str, tuple[float, str | None, AgentEntry]] = {}
         for entry in reg.agents():
-            bonus_free = score(
+            unloaded = score(
                 0.0,
                 price_usd_per_mtok=blended_price(entry.vcv, w),
-                load=entry.load,
+                load=0,
                 capacity=entry.capacity,
                 latency_ms=entry.vcv.qos.p50_latency_ms,
                 same_family=False,
                 weights=w,
             )
-            out[entry.agent_id] = (-bonus_free, entry.family)
-        self._penalty_cache = (key, out)
+            out[entry.agent_id] = (-unloaded, entry.family, entry)
+        self._penalty_cache = (reg.generation, out)
         return out
 
     # ---- filters ------------------------------------------------------------------------
@@ -476,13 +524,13 @@ class Matcher:
                 tuple(constraints.tags),
             )
         )
-        key = (tier, reg.generation, reg.load_generation, ckey, allow_busy)
+        key = (tier, reg.generation, reg.busy_generation, ckey, allow_busy)
         cached = self._filters.get(key)
         if cached is not None:
             self._filters.move_to_end(key)
             return cached
         index = reg.index(tier)
-        filt = _TierFilter()
+        filt = _TierFilter(key)
         required_tags = list(constraints.tags) if constraints is not None else []
         for entry in reg.agents_in_tier(tier):
             ok = entry.routable and (allow_busy or entry.load < entry.capacity)

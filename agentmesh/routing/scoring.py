@@ -153,12 +153,16 @@ def score(
     """DESIGN.md section 5: sim - w_cost*cost - w_load*load/capacity - w_latency*latency (+ w_family)."""
     value = similarity
     value -= weights.w_cost * saturate(price_usd_per_mtok, weights.cost_ref_usd_per_mtok)
-    value -= weights.w_load * min(1.0, load / max(1, capacity))
+    value -= load_penalty(load, capacity, weights)
     if latency_ms is not None:
         value -= weights.w_latency * saturate(latency_ms, weights.latency_ref_ms)
     if same_family:
         value += weights.w_family
     return value
+
+
+def load_penalty(load: int, capacity: int, weights: MatchWeights) -> float:
+    return weights.w_load * min(1.0, load / max(1, capacity))
 
 
 # ---- constraints ---------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -73,6 +73,23 @@ def _filter_of(sub: str) -> str:
     return sub
 
 
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic matching (paho's ``topic_matches_sub`` builds a trie on every call, which the
+    receive path of a busy router cannot afford). Wildcards do not match '$' topics."""
+    if "+" not in topic_filter and "#" not in topic_filter:
+        return topic_filter == topic
+    levels = topic_filter.split("/")
+    parts = topic.split("/")
+    if topic.startswith("$") and levels[0] in ("+", "#"):
+        return False
+    for i, level in enumerate(levels):
+        if level == "#":
+            return True  # also the parent: "a/#" matches "a"
+        if i >= len(parts) or (level != "+" and level != parts[i]):
+            return False
+    return len(parts) == len(levels)
+
+
 def _check_publish_topic(topic: str) -> None:
     """Refuse topics paho would raise ValueError for, and '$' topics.
 
@@ -109,7 +126,7 @@ class Subscription:
         return self._closed
 
     def matches(self, topic: str) -> bool:
-        return bool(paho.topic_matches_sub(self._match, topic))
+        return topic_matches(self._match, topic)
 
     def _put(self, message: RawMessage) -> None:
         if not self._closed:
@@ -161,30 +178,119 @@ class Subscription:
         await self._client.unsubscribe(self)
 
 
+_PUBLISH = 0x30
+_DISCONNECT = 0xE0
+_COALESCE_MAX = 64 * 1024
+_READ_SIZE = 64 * 1024
+
+
+def _plain(packet: Any) -> bool:
+    """A queued packet that paho does nothing with once written (not QoS 0 PUBLISH, not DISCONNECT)."""
+    kind = packet["command"] & 0xF0
+    return kind != _DISCONNECT and not (kind == _PUBLISH and packet["qos"] == 0)
+
+
 class _LoopClient(paho.Client):
-    """paho whose (re)connect takes a socket opened beforehand, so it never blocks the loop.
+    """paho whose (re)connect takes a socket opened beforehand, so it never blocks the loop, and
+    whose queued packets go out in one send.
 
     paho's ``reconnect()`` opens the TCP connection (and TLS handshake) itself, blocking. We run
     paho's own ``_create_socket`` in a worker thread (it only reads connection settings) and let
     ``reconnect()`` pick the result up on the loop thread. ``_create_socket`` is private paho API
     (2.x); without it this class cannot work, so fail loudly rather than block.
+
+    paho writes each queued packet with its own ``send``; with TCP_NODELAY that is one segment, one
+    syscall and one broker wake-up per packet. A router answering a message queues a PUBACK, an
+    assignment and a few events at once, so ``_packet_write`` first joins the run of queued packets
+    that need no bookkeeping after the write (QoS 1 PUBLISH, PUBACK, SUBSCRIBE...) into one.
+    Reading, paho asks the socket for one byte (the packet type), then one per length byte, then
+    the rest: three syscalls per packet. ``_sock_recv`` reads what the socket holds at once and
+    serves paho from that buffer (``buffered`` tells the loop to keep reading when the socket is
+    empty but the buffer is not). And paho decodes every PUBACK into new ReasonCode and Properties
+    objects; a PUBACK without properties reuses one of each. These methods and paho's packet dicts
+    are private paho API as well (checked below).
     """
 
     prepared: Any = None  # the socket for the next reconnect(), set on the loop thread
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._puback_reasons: dict[int, ReasonCode] = {}
+        self._inbuf = bytearray()
+
+    @property
+    def buffered(self) -> bool:
+        return bool(self._inbuf)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        buf = self._inbuf
+        if not buf:
+            data = super()._sock_recv(_READ_SIZE)  # b"" at EOF; BlockingIOError when empty
+            if len(data) <= bufsize:
+                return data
+            buf += data
+        chunk = bytes(buf[:bufsize])
+        del buf[:bufsize]
+        return chunk
+
+    def _sock_close(self) -> None:
+        self._inbuf.clear()  # bytes of a dead connection must not prefix the next one
+        super()._sock_close()
+        self._puback_props = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
 
     def open_socket(self) -> Any:
         """Blocking: TCP connect and TLS handshake as paho does them. Worker thread only."""
         return paho.Client._create_socket(self)
 
     def _create_socket(self) -> Any:
+        self._inbuf.clear()
         sock, self.prepared = self.prepared, None
         if sock is None:
             raise OSError("no socket prepared for paho's reconnect")
         return sock
 
+    def _packet_write(self) -> MQTTErrorCode:
+        queue = self._out_packet
+        if len(queue) > 1 and queue[0]["pos"] == 0 and _plain(queue[0]):
+            run = [queue.popleft()]
+            size = run[0]["to_process"]
+            while queue and _plain(queue[0]) and size + queue[0]["to_process"] <= _COALESCE_MAX:
+                run.append(queue.popleft())
+                size += run[-1]["to_process"]
+            data = b"".join(p["packet"] for p in run) if len(run) > 1 else run[0]["packet"]
+            queue.appendleft({**run[0], "packet": data, "to_process": len(data)})
+        return super()._packet_write()
 
-if not hasattr(paho.Client, "_create_socket"):  # pragma: no cover - paho API changed
-    raise ImportError("agentmesh needs paho-mqtt 2.x with Client._create_socket")
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        # The packet id, then in MQTT 5 maybe a reason code (0x10 "no matching subscribers" is
+        # common) and an empty property length; anything else takes paho's own path.
+        if cmd != "PUBACK" or not 2 <= len(packet) <= 4 or (len(packet) == 4 and packet[3] != 0):
+            return super()._handle_pubackcomp(cmd)
+        code = packet[2] if len(packet) > 2 else 0
+        reason = self._puback_reasons.get(code)
+        if reason is None:
+            try:
+                reason = self._puback_reasons[code] = ReasonCode(PacketTypes.PUBACK, identifier=code)
+            except KeyError:
+                return super()._handle_pubackcomp(cmd)
+        mid = int.from_bytes(packet[:2], "big")
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, reason, self._puback_props)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+_PAHO_PRIVATE = (
+    "_create_socket",
+    "_packet_write",
+    "_sock_recv",
+    "_sock_close",
+    "_handle_pubackcomp",
+    "_do_on_publish",
+)
+if not all(hasattr(paho.Client, name) for name in _PAHO_PRIVATE):  # pragma: no cover - paho changed
+    raise ImportError(f"agentmesh needs paho-mqtt 2.x with Client.{', Client.'.join(_PAHO_PRIVATE)}")
 
 
 class MqttClient:
@@ -221,7 +327,7 @@ class MqttClient:
         self.reconnect_delay = reconnect_delay
         self.max_inflight = max_inflight
         self.max_payload = max_payload
-        self._paho: paho.Client | None = None
+        self._paho: _LoopClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subs: list[Subscription] = []
         self._markers: set[str] = set()  # retained() sync topics, delivered to their own sub only
@@ -241,7 +347,7 @@ class MqttClient:
         self._closing = False
         # The paho client whose socket the loop watches, that socket's fd, and whether the loop
         # also waits for it to become writable (paho has bytes it could not send yet).
-        self._io_client: paho.Client | None = None
+        self._io_client: _LoopClient | None = None
         self._fd: int | None = None
         self._writing = False
         self._socket_closed = asyncio.Event()
@@ -489,10 +595,13 @@ class MqttClient:
     def publish_nowait(
         self, topic: str, payload: bytes | str | Message, *, qos: int = 1, retain: bool = False
     ) -> None:
-        """Queue a publish without waiting for its PUBACK (paho still retries it)."""
+        """Queue a publish without waiting for its PUBACK (paho still retries it).
+
+        It is written at the end of this turn of the event loop, in one send with whatever else
+        was queued meanwhile (a handler's other publishes, the PUBACK of the message it handled).
+        """
         client = self._require()
         client.publish(topic, self._checked(topic, payload), qos, retain)
-        self._flush()
 
     def _checked(self, topic: str, payload: bytes | str | Message) -> bytes:
         _check_publish_topic(topic)
@@ -709,11 +818,13 @@ class MqttClient:
         if client is None:
             return
         rc = client.loop_read()
-        # TLS: decrypted bytes can wait inside the SSL object, where the selector cannot see them.
+        # Bytes can wait where the selector cannot see them: in our read buffer, and (TLS) inside
+        # the SSL object.
         while rc == paho.MQTT_ERR_SUCCESS and client is self._io_client:
-            sock = client.socket()
-            if not isinstance(sock, ssl.SSLSocket) or sock.pending() == 0:
-                break
+            if not client.buffered:
+                sock = client.socket()
+                if not isinstance(sock, ssl.SSLSocket) or sock.pending() == 0:
+                    break
             rc = client.loop_read()
 
     async def _keep_alive(self, client: paho.Client) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agentmesh.protocol import CapabilityVector, Constraints, Presence
-from agentmesh.registry import HashingEmbedder, Registry
+from agentmesh.registry import HashingEmbedder, Registry, TokenVectors
 from agentmesh.routing import Matcher, MatchWeights
 
 TRANSLATE = {"name": "translate", "description": "Translate text between languages.", "tags": ["translate"]}
@@ -192,3 +192,47 @@ def test_narrow_filter_on_a_big_tier_scores_the_allowed_exactly() -> None:
     matcher = Matcher(reg, MatchWeights(exact_below=12, min_similarity=-1))
     matches = matcher.match("translate text", tier="cloud", constraints=Constraints(region="eu"))
     assert ids(matches) == ["a7"]
+
+
+class TokenHashingEmbedder(HashingEmbedder):
+    """HashingEmbedder with per-word token vectors: a TokenEmbedder, so the matcher caches by text."""
+
+    def embed_with_tokens(self, texts: list[str]) -> tuple[Any, list[TokenVectors]]:
+        tokens = []
+        for text in texts:
+            words = text.lower().split()
+            vectors = self.embed(words) if words else np.empty((0, self.dim), dtype=np.float32)
+            tokens.append(TokenVectors(tuple(words), vectors.astype(np.float16)))
+        return self.embed(texts), tokens
+
+
+def test_repeated_queries_see_load_busy_and_card_changes() -> None:
+    """A query's similarities are reused across calls; what changes between them (load, an agent
+    at capacity, presence, a new card) must rank exactly as a fresh matcher would."""
+    registry = Registry(TokenHashingEmbedder(256))
+    for vcv in [
+        card("cloud-a", "cloud", [TRANSLATE], cost={"usd_per_mtok_in": 5, "usd_per_mtok_out": 15}),
+        card("cloud-b", "cloud", [TRANSLATE], qos={"max_concurrency": 4}),
+        card("phone", "device", [SUMMARIZE]),
+    ]:
+        registry.apply_vcv(vcv.agent_id, vcv)
+    cached = Matcher(registry)
+    q = "translate text between languages"
+
+    def same_as_fresh() -> list[str]:
+        got = [(m.agent_id, round(m.score, 6)) for m in cached.route(q)]
+        assert got == [(m.agent_id, round(m.score, 6)) for m in Matcher(registry).route(q)]
+        return [agent for agent, _ in got]
+
+    assert same_as_fresh() == ["cloud-b", "cloud-a"]  # cloud-a costs more
+    registry.add_inflight("cloud-b", 2)  # half loaded: its load now outweighs cloud-a's price
+    assert same_as_fresh() == ["cloud-a", "cloud-b"]
+    registry.add_inflight("cloud-b", 2)  # at capacity
+    assert same_as_fresh() == ["cloud-a"]
+    registry.add_inflight("cloud-b", -4)
+    registry.apply_presence("cloud-a", Presence(id="cloud-a", state="offline"))
+    assert same_as_fresh() == ["cloud-b"]
+    cheaper = card("cloud-a", "cloud", [TRANSLATE], version=2)
+    registry.apply_vcv("cloud-a", cheaper)
+    registry.apply_presence("cloud-a", Presence(id="cloud-a", state="online"))
+    assert same_as_fresh() == ["cloud-a", "cloud-b"]  # equal now; ties go by agent id
