@@ -216,6 +216,7 @@ class _LoopClient(paho.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._puback_reasons: dict[int, ReasonCode] = {}
+        self._puback_props = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
         self._inbuf = bytearray()
 
     @property
@@ -236,7 +237,6 @@ class _LoopClient(paho.Client):
     def _sock_close(self) -> None:
         self._inbuf.clear()  # bytes of a dead connection must not prefix the next one
         super()._sock_close()
-        self._puback_props = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
 
     def open_socket(self) -> Any:
         """Blocking: TCP connect and TLS handshake as paho does them. Worker thread only."""

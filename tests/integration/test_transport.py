@@ -214,6 +214,23 @@ async def test_many_messages_arrive_complete_and_in_order(
         assert sorted(got) == list(range(n))
 
 
+async def test_a_mixed_qos_burst_queued_in_one_turn_arrives_in_order(
+    mosquitto: MosquittoBroker, make: MakeClient
+) -> None:
+    """Queued QoS 1 packets go out joined in one send; QoS 0 ones (which paho must mark as
+    published once written) are not joined; both arrive, in order, and every PUBACK is taken."""
+    sub_client = await make(mosquitto.address)
+    pub_client = await make(mosquitto.address)
+    sub = await sub_client.subscribe("agentmesh/v1/mixed")
+    n = 300
+    for i in range(n - 1):
+        pub_client.publish_nowait("agentmesh/v1/mixed", str(i).encode(), qos=i % 3 and 1)
+    await pub_client.publish("agentmesh/v1/mixed", str(n - 1).encode())
+    got = [int(m.payload) for m in await collect(sub, n)]
+    assert got == list(range(n))
+    assert pub_client._paho is not None and not pub_client._paho._out_messages  # all acknowledged
+
+
 async def test_wildcard_subscriptions(any_broker: BrokerAddress, make: MakeClient) -> None:
     client = await make(any_broker)
     pub = await make(any_broker)
