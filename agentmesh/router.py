@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections import OrderedDict, deque
 from collections.abc import Coroutine
@@ -136,7 +137,7 @@ class Router:
         await self.stop()
 
     async def start(self) -> None:
-        self.ledger = Ledger(self.config.ledger_path())
+        self.ledger = Ledger(self.config.ledger_path(), background_checkpoint=True)
         # Subscribed before connecting: results queued in our persistent session while the
         # router was down are delivered right after CONNACK and must have somewhere to land.
         results = await self.client.subscribe(self.topics.router_results(self.config.router_id))
@@ -686,6 +687,7 @@ class Router:
             self._publish(task.request.reply_to, payload)
 
     async def _ticker(self) -> None:
+        last_checkpoint = time.monotonic()
         while True:
             await asyncio.sleep(self.config.tick_s)
             try:
@@ -693,6 +695,13 @@ class Router:
             except Exception:
                 log.exception("router tick failed")
             self._flush()
+            if time.monotonic() - last_checkpoint >= 1.0:
+                last_checkpoint = time.monotonic()
+                assert self.ledger is not None
+                try:
+                    await asyncio.to_thread(self.ledger.checkpoint)
+                except sqlite3.Error as exc:
+                    log.warning("ledger checkpoint failed: %s", exc)
 
     def _tick(self, now: float) -> None:
         for task in list(self._tasks.values()):

@@ -124,6 +124,10 @@ class _Similarities:
     lexical: npt.NDArray[np.float64]
     order: list[int]  # indices of ``sims``, best first
 
+    @property
+    def best(self) -> float | None:
+        return float(self.sims[self.order[0]]) if self.order else None
+
 
 @dataclass
 class _TierMatrix:
@@ -216,14 +220,10 @@ class Matcher:
     ) -> RouteExplanation:
         """Every tier's matches on the ladder and the tier the step would go to."""
         prepared = query if isinstance(query, PreparedQuery) else self.prepare_query(query, query_vector)
-        tiers = ladder(start_tier, constraints)
-        by_tier = {
-            t: self._match_tier(prepared, t, constraints, exclude, prefer_family, k, allow_busy)
-            for t in tiers
-        }
-        best = [(t, max((m.similarity for m in by_tier[t]), default=None)) for t in tiers]
-        chosen = pick_tier(best, self.weights.tier_margin)
-        return RouteExplanation(prepared.text, tiers, by_tier, chosen)
+        k = k or self.weights.k
+        sims, chosen = self._ladder(prepared, constraints, start_tier, exclude, k, allow_busy)
+        by_tier = {t: self._rank(s, t, prefer_family, k) for t, s in sims.items()}
+        return RouteExplanation(prepared.text, list(sims), by_tier, chosen)
 
     def route(
         self,
@@ -237,21 +237,34 @@ class Matcher:
         query_vector: Vectors | None = None,
         allow_busy: bool = False,
     ) -> list[Match]:
-        """The tier ladder: matches of the tier the step goes to (empty if no tier has any).
+        """The tier ladder: matches of the tier the step goes to (empty if no tier has any); the
+        same as ``explain(...).matches``, ranking only the chosen tier.
 
         Escalation is ``route(q, start_tier=<next tier up>, exclude=<agents tried>,
         prefer_family=<family of the weak attempt>)``.
         """
-        return self.explain(
-            query,
-            constraints=constraints,
-            start_tier=start_tier,
-            exclude=exclude,
-            prefer_family=prefer_family,
-            k=k,
-            query_vector=query_vector,
-            allow_busy=allow_busy,
-        ).matches
+        prepared = query if isinstance(query, PreparedQuery) else self.prepare_query(query, query_vector)
+        k = k or self.weights.k
+        sims, chosen = self._ladder(prepared, constraints, start_tier, exclude, k, allow_busy)
+        return [] if chosen is None else self._rank(sims[chosen], chosen, prefer_family, k)
+
+    def _ladder(
+        self,
+        query: PreparedQuery,
+        constraints: Constraints | None,
+        start_tier: Tier,
+        exclude: Collection[str],
+        k: int,
+        allow_busy: bool,
+    ) -> tuple[dict[Tier, _Similarities], Tier | None]:
+        """Each tier's candidates on the ladder, and the tier the step goes to."""
+        sims = {
+            t: self._tier_similarities(query, t, constraints, exclude, k, allow_busy)
+            for t in ladder(start_tier, constraints)
+        }
+        floor = self.weights.min_similarity
+        best = [(t, s.best if s.best is not None and s.best >= floor else None) for t, s in sims.items()]
+        return sims, pick_tier(best, self.weights.tier_margin)
 
     async def aroute(self, query: str, **kwargs: Any) -> list[Match]:
         """``route`` with the query embedded in a worker thread (the event loop stays free)."""
@@ -275,6 +288,18 @@ class Matcher:
         allow_busy: bool,
     ) -> list[Match]:
         k = k or self.weights.k
+        sims = self._tier_similarities(query, tier, constraints, exclude, k, allow_busy)
+        return self._rank(sims, tier, prefer_family, k)
+
+    def _tier_similarities(
+        self,
+        query: PreparedQuery,
+        tier: Tier,
+        constraints: Constraints | None,
+        exclude: Collection[str],
+        k: int,
+        allow_busy: bool,
+    ) -> _Similarities:
         filt = self._tier_filter(tier, constraints, allow_busy)
         excluded = (
             frozenset(e.agent_id for e in filt.allowed_agents if e.agent_id in exclude)
@@ -282,7 +307,7 @@ class Matcher:
             else frozenset()
         )
         if query.tokens is None:  # a caller's own vector: not keyed by the text
-            return self._rank(self._score(query, tier, filt, excluded, k), tier, prefer_family, k)
+            return self._score(query, tier, filt, excluded, k)
         key = (filt.key, query.text, k, excluded)
         similarities = self._similarities.get(key)
         if similarities is None:
@@ -291,7 +316,7 @@ class Matcher:
                 self._similarities.popitem(last=False)
         else:
             self._similarities.move_to_end(key)
-        return self._rank(similarities, tier, prefer_family, k)
+        return similarities
 
     def _score(
         self, query: PreparedQuery, tier: Tier, filt: _TierFilter, excluded: frozenset[str], k: int

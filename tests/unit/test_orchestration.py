@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import time
 from pathlib import Path
 
@@ -207,3 +209,29 @@ def test_ledger_result_clearing_and_pruning(tmp_path: Path) -> None:
     assert ledger.results_to_clear(before=1000.0) == []
     assert ledger.prune(before=1000.0) == 1
     assert not ledger.exists("old")
+
+
+def test_ledger_background_checkpoint_moves_commits_into_the_database(tmp_path: Path) -> None:
+    """With background checkpoints, commits stay in the WAL (still durable: a restarted router
+    reads them) until ``checkpoint()`` copies them into the database file itself."""
+    path = tmp_path / "l.sqlite"
+    ledger = Ledger(path, background_checkpoint=True)
+    ledger.checkpoint()  # the schema
+    for i in range(600):  # more WAL pages than SQLite's own 1000-page checkpoint would allow
+        ledger.save(Task(request=TaskRequest(task_id=f"t{i}", client_id="c", text="x" * 5000)))
+
+    def in_database_file() -> int:
+        copy = tmp_path / "copy.sqlite"
+        shutil.copyfile(path, copy)  # the main file alone, without its WAL
+        db = sqlite3.connect(copy)
+        try:
+            return int(db.execute("SELECT count(*) FROM tasks").fetchone()[0])
+        finally:
+            db.close()
+            copy.unlink()
+
+    assert in_database_file() == 0
+    assert sum(1 for _ in Ledger(path).unfinished()) == 600  # another process sees them via the WAL
+    ledger.checkpoint()
+    assert in_database_file() == 600
+    ledger.close()

@@ -222,6 +222,7 @@ def test_repeated_queries_see_load_busy_and_card_changes() -> None:
     def same_as_fresh() -> list[str]:
         got = [(m.agent_id, round(m.score, 6)) for m in cached.route(q)]
         assert got == [(m.agent_id, round(m.score, 6)) for m in Matcher(registry).route(q)]
+        assert cached.route(q) == cached.explain(q).matches
         return [agent for agent, _ in got]
 
     assert same_as_fresh() == ["cloud-b", "cloud-a"]  # cloud-a costs more
