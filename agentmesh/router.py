@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 # A crash between committing a finished task and publishing its result would lose the result;
 # on start, results of tasks finished this recently are published again (retained, idempotent).
 _REPUBLISH_WINDOW_S = 60.0
+# At most this many tasks in flight, a handler's assignments are written before its events.
+_EAGER_UP_TO = 4
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,15 @@ class Router:
             dirty, self._dirty = self._dirty, {}
             self.ledger.save_many(dirty.values())
         outbox, self._outbox = self._outbox, []
+        if len(self._tasks) <= _EAGER_UP_TO and any(isinstance(m, StepAssignment) for _, m, _ in outbox):
+            # Lightly loaded: assignments go on the wire now, so the agent starts while the events
+            # are encoded and sent. Under load everything waits for the one send per loop turn.
+            self._send([item for item in outbox if isinstance(item[1], StepAssignment)])
+            self.client.flush()
+            outbox = [item for item in outbox if not isinstance(item[1], StepAssignment)]
+        self._send(outbox)
+
+    def _send(self, outbox: list[tuple[str, Any, bool]]) -> None:
         for topic, message, retain in outbox:
             try:
                 self.client.publish_nowait(topic, message, retain=retain)

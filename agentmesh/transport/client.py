@@ -603,6 +603,10 @@ class MqttClient:
         client = self._require()
         client.publish(topic, self._checked(topic, payload), qos, retain)
 
+    def flush(self) -> None:
+        """Write what is queued now rather than at the end of this turn of the event loop."""
+        self._flush()
+
     def _checked(self, topic: str, payload: bytes | str | Message) -> bytes:
         _check_publish_topic(topic)
         data = _payload(payload)
