@@ -8,6 +8,10 @@ latency and model family. Small tiers skip HNSW and score every allowed label ex
 
 Across tiers (``route``) the cheapest tier whose best match is close to the best of all allowed
 tiers wins; an empty tier falls through.
+
+A query seen before (a retry, an escalation, the same task text again) reuses its candidates and
+their similarities per tier until a card or a presence changes or an agent reaches or leaves its
+capacity; load is applied live, so a busier agent still ranks lower at once.
 """
 
 from __future__ import annotations
