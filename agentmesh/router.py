@@ -248,12 +248,14 @@ class Router:
             dirty, self._dirty = self._dirty, {}
             self.ledger.save_many(dirty.values())
         outbox, self._outbox = self._outbox, []
-        if len(self._tasks) <= _EAGER_UP_TO and any(isinstance(m, StepAssignment) for _, m, _ in outbox):
+        if len(self._tasks) <= _EAGER_UP_TO:
             # Lightly loaded: assignments go on the wire now, so the agent starts while the events
             # are encoded and sent. Under load everything waits for the one send per loop turn.
-            self._send([item for item in outbox if isinstance(item[1], StepAssignment)])
-            self.client.flush()
-            outbox = [item for item in outbox if not isinstance(item[1], StepAssignment)]
+            assignments = [item for item in outbox if isinstance(item[1], StepAssignment)]
+            if assignments:
+                self._send(assignments)
+                self.client.flush()
+                outbox = [item for item in outbox if not isinstance(item[1], StepAssignment)]
         self._send(outbox)
 
     def _send(self, outbox: list[tuple[str, Any, bool]]) -> None:

@@ -235,7 +235,9 @@ class _LoopClient(paho.Client):
         return chunk
 
     def _sock_close(self) -> None:
-        self._inbuf.clear()  # bytes of a dead connection must not prefix the next one
+        # Bytes of a dead connection must not prefix the next one (paho's reconnect() calls this
+        # before opening a socket, even when there is none to close).
+        self._inbuf.clear()
         super()._sock_close()
 
     def open_socket(self) -> Any:
@@ -243,7 +245,6 @@ class _LoopClient(paho.Client):
         return paho.Client._create_socket(self)
 
     def _create_socket(self) -> Any:
-        self._inbuf.clear()
         sock, self.prepared = self.prepared, None
         if sock is None:
             raise OSError("no socket prepared for paho's reconnect")

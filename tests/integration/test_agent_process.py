@@ -140,18 +140,22 @@ def test_assignments_sent_while_down_arrive_after_restart(
     restarted.wait_online(probe)
 
 
+def run_agent_cli(path: Path, mosquitto: MosquittoBroker) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentmesh.agent", str(path), "--broker", mosquitto.address.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(
         "id: bad-1\ntier: device\ncapabilities: [{name: x, description: y}]\n"
         "backend: {kind: python, callable: 'agentmesh.agent.tools:echo'}\nconcurency: 2\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "agentmesh.agent", str(path), "--broker", mosquitto.address.url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_agent_cli(path, mosquitto)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0] and "concurency" in lines[0]
@@ -160,12 +164,7 @@ def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path, mosquitto: Mosqu
         "id: bad-2\ntier: device\ncapabilities: [{name: x, description: y}]\n"
         "backend: {kind: python, callable: 'no_such_module_abc:f'}\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "agentmesh.agent", str(path), "--broker", mosquitto.address.url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_agent_cli(path, mosquitto)
     assert proc.returncode == 2
     assert str(path) in proc.stderr and "backend.callable" in proc.stderr
 
