@@ -23,12 +23,13 @@ import logging
 import socket
 import ssl
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion, MessageState, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -218,6 +219,7 @@ class _LoopClient(paho.Client):
         self._puback_reasons: dict[int, ReasonCode] = {}
         self._puback_props = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
         self._inbuf = bytearray()
+        self._queued: deque[paho.MQTTMessage] = deque()  # QoS 1 publishes over the in-flight limit
 
     @property
     def buffered(self) -> bool:
@@ -281,6 +283,40 @@ class _LoopClient(paho.Client):
                 return self._do_on_publish(mid, reason, self._puback_props)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def publish(self, *args: Any, **kwargs: Any) -> paho.MQTTMessageInfo:
+        info = super().publish(*args, **kwargs)
+        if self._inflight_messages >= self._max_inflight_messages > 0:
+            message = self._out_messages.get(info.mid)
+            if message is not None and message.qos == 1 and message.state == MessageState.MQTT_MS_QUEUED:
+                self._queued.append(message)
+        return info
+
+    def _update_inflight(self) -> MQTTErrorCode:
+        # paho calls this after every PUBACK and walks every unacknowledged message, oldest first,
+        # looking for ones queued behind the in-flight limit: O(in flight) per PUBACK, a fifth of
+        # a loaded router's CPU. Ours takes the queued ones from a FIFO of their own.
+        out = self._out_messages
+        while self._queued and self._inflight_messages < self._max_inflight_messages:
+            message = self._queued.popleft()
+            if out.get(message.mid) is not message or message.state != MessageState.MQTT_MS_QUEUED:
+                continue  # sent or dropped meanwhile (a reconnect resends everything)
+            self._inflight_messages += 1
+            message.state = MessageState.MQTT_MS_WAIT_FOR_PUBACK
+            rc = self._send_publish(
+                message.mid,
+                message.topic.encode(),
+                message.payload,
+                message.qos,
+                message.retain,
+                message.dup,
+                properties=message.properties,
+            )
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return rc
+        if len(out) <= self._inflight_messages or self._inflight_messages >= self._max_inflight_messages:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._update_inflight()  # queued some other way: paho's own walk
+
 
 _PAHO_PRIVATE = (
     "_create_socket",
@@ -289,6 +325,8 @@ _PAHO_PRIVATE = (
     "_sock_close",
     "_handle_pubackcomp",
     "_do_on_publish",
+    "_update_inflight",
+    "_send_publish",
 )
 if not all(hasattr(paho.Client, name) for name in _PAHO_PRIVATE):  # pragma: no cover - paho changed
     raise ImportError(f"agentmesh needs paho-mqtt 2.x with Client.{', Client.'.join(_PAHO_PRIVATE)}")

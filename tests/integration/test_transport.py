@@ -231,6 +231,25 @@ async def test_a_mixed_qos_burst_queued_in_one_turn_arrives_in_order(
     assert pub_client._paho is not None and not pub_client._paho._out_messages  # all acknowledged
 
 
+async def test_publishes_over_the_inflight_limit_wait_their_turn_in_order(
+    mosquitto: MosquittoBroker, make: MakeClient
+) -> None:
+    """Past ``max_inflight`` paho queues QoS 1 publishes; each PUBACK must release the oldest."""
+    sub_client = await make(mosquitto.address)
+    pub_client = await make(mosquitto.address, max_inflight=4)
+    sub = await sub_client.subscribe("agentmesh/v1/limit")
+    n = 200
+    for i in range(n - 1):
+        pub_client.publish_nowait("agentmesh/v1/limit", str(i).encode())
+    paho_client = pub_client._paho
+    assert paho_client is not None and len(paho_client._queued) == n - 1 - 4
+    await pub_client.publish("agentmesh/v1/limit", str(n - 1).encode())
+    got = [int(m.payload) for m in await collect(sub, n)]
+    assert got == list(range(n))
+    assert not paho_client._out_messages and not paho_client._queued
+    assert paho_client._inflight_messages == 0
+
+
 async def test_wildcard_subscriptions(any_broker: BrokerAddress, make: MakeClient) -> None:
     client = await make(any_broker)
     pub = await make(any_broker)
