@@ -15,7 +15,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    field_serializer,
     field_validator,
     model_validator,
 )
@@ -105,16 +104,11 @@ class _Message(_Model):
     @classmethod
     def _as_utc(cls, value: datetime) -> datetime:
         # Third-party clients may send an offset or no zone at all; keep every sent_at aware and in
-        # UTC so consumers can compare them with utcnow() without a naive/aware TypeError.
+        # UTC so consumers can compare them with utcnow() without a naive/aware TypeError, and so
+        # pydantic writes it back with a "Z".
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
-
-    @field_serializer("sent_at")
-    def _iso(self, value: datetime) -> str:
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # ---- capability vector ---------------------------------------------------------------------
