@@ -208,8 +208,11 @@ class _LoopClient(paho.Client):
     the rest: three syscalls per packet. ``_sock_recv`` reads what the socket holds at once and
     serves paho from that buffer (``buffered`` tells the loop to keep reading when the socket is
     empty but the buffer is not). And paho decodes every PUBACK into new ReasonCode and Properties
-    objects; a PUBACK without properties reuses one of each. These methods and paho's packet dicts
-    are private paho API as well (checked below).
+    objects; a PUBACK without properties reuses one of each. Past the in-flight limit paho queues
+    QoS 1 publishes and, on every PUBACK, walks all unacknowledged ones for a queued one to
+    release; ``publish`` and ``_update_inflight`` keep the queued ones in a FIFO instead. These
+    methods, paho's packet dicts and its message bookkeeping are private paho API as well (checked
+    below).
     """
 
     prepared: Any = None  # the socket for the next reconnect(), set on the loop thread
@@ -292,9 +295,7 @@ class _LoopClient(paho.Client):
         return info
 
     def _update_inflight(self) -> MQTTErrorCode:
-        # paho calls this after every PUBACK and walks every unacknowledged message, oldest first,
-        # looking for ones queued behind the in-flight limit: O(in flight) per PUBACK, a fifth of
-        # a loaded router's CPU. Ours takes the queued ones from a FIFO of their own.
+        # paho's walk is O(in flight) per PUBACK: a fifth of a loaded router's CPU (BENCHMARKS.md).
         out = self._out_messages
         while self._queued and self._inflight_messages < self._max_inflight_messages:
             message = self._queued.popleft()
