@@ -487,11 +487,12 @@ class Router:
         prefer_family: str | None = None,
         why: str = "",
     ) -> None:
-        if not self._try_assign(_Waiting(task.task_id, step.id, tier, kind, prefer_family, why)):
+        waiting = _Waiting(task.task_id, step.id, tier, kind, prefer_family, why)
+        if not self._try_assign(waiting):
             # Everyone who can serve it is at capacity: the step waits (in order) for a free slot
             # instead of overloading an agent. Results and ticks drain the queue.
             step.status = "waiting"
-            self._waiting.append(_Waiting(task.task_id, step.id, tier, kind, prefer_family, why))
+            self._waiting.append(waiting)
 
     def _try_assign(self, w: _Waiting, *, recheck: bool = True) -> bool:
         """Assign a step if an agent has room; False if it must wait. With ``recheck``, a step

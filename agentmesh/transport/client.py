@@ -918,9 +918,6 @@ class MqttClient:
     # ---- paho callbacks (the loop thread) -------------------------------------------------------
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
-        self._connected_in_loop(client, rc)
-
-    def _connected_in_loop(self, client: paho.Client, rc: ReasonCode) -> None:
         if self._first_connect is not None and not self._first_connect.done():
             self._first_connect.set_result(rc)
         if rc.is_failure or client is not self._paho or self._closing:
@@ -976,9 +973,6 @@ class MqttClient:
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
     ) -> None:
-        self._disconnected_in_loop(client, rc)
-
-    def _disconnected_in_loop(self, client: paho.Client, rc: ReasonCode) -> None:
         if client is not self._paho:
             return  # a connection we gave up on
         if self._first_connect is not None and not self._first_connect.done():
