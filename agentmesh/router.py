@@ -147,9 +147,9 @@ class Router:
         if await self.client.negotiate() and self.config.share_group:
             submit_filter = self.topics.shared_submit(self.config.share_group)
         submits = await self.client.subscribe(submit_filter)
-        # Load the embedding model now, not on the first card or task: seconds of CPU that would
-        # otherwise delay the first routing decision.
-        await asyncio.to_thread(self.matcher.embed_queries, ["agentmesh router warm-up"])
+        # Load the embedding model and the intent bank now, not on the first card or task: seconds
+        # of CPU that would otherwise delay the first routing decision.
+        await asyncio.to_thread(self.matcher.prepare_query, "agentmesh router warm-up")
         await self.client.connect()
         self.directory = Directory(self.client, self.topics, self.registry)
         await self.directory.start()

@@ -3,10 +3,13 @@
 Loads a mesh of agent cards and labelled user requests (bench/data/), routes every request with the
 same Matcher and the same ranking that ``agentmesh match`` prints (tier ladder from device, default
 constraints: where the step goes, then the alternatives) and reports top-1 and top-3 capability
-accuracy, next to plain MiniLM cosine over each capability's text
-(one vector per capability, best over all tiers) as the baseline, in the same run.
+accuracy; the same matcher without the intent bank (w_intent=0); and plain MiniLM cosine over each
+capability's text (one vector per capability, best over all tiers) as the baseline, in the same run.
 
-    python bench/routing_quality.py              # main set + held-out set
+Sets: main (tuned on), holdout (written before tuning, checked once per change), blind (written
+by an author who saw neither the matcher, the intent bank nor the other sets).
+
+    python bench/routing_quality.py              # all three sets
     python bench/routing_quality.py --misses     # also list the requests that went wrong
 
 Writes bench/results/routing_quality.json.
@@ -39,6 +42,7 @@ RESULTS = ROOT / "bench" / "results"
 SETS = {
     "main": (DATA / "routing_cards.yaml", DATA / "routing_queries.yaml"),
     "holdout": (DATA / "holdout_cards.yaml", DATA / "holdout_queries.yaml"),
+    "blind": (DATA / "blind_cards.yaml", DATA / "blind_queries.yaml"),
 }
 
 
@@ -130,6 +134,7 @@ def run_set(name: str, embedder: Embedder, weights: MatchWeights, *, show_misses
     queries = load_queries(queries_path, cards)
     registry = build_registry(cards, embedder)
     matcher = evaluate_matcher(registry, queries, weights)
+    no_intents = evaluate_matcher(registry, queries, weights.model_copy(update={"w_intent": 0.0}))
     baseline = evaluate_cosine(cards, queries, embedder)
     baseline_desc = evaluate_cosine(cards, queries, embedder, description_only=True)
     result = {
@@ -139,6 +144,7 @@ def run_set(name: str, embedder: Embedder, weights: MatchWeights, *, show_misses
         "tiers": {t: sum(c.tier == t for c in cards) for t in ("device", "edge", "cloud")},
         "queries": len(queries),
         "matcher": matcher,
+        "matcher_no_intents": {k: v for k, v in no_intents.items() if k != "misses"},
         "cosine_full_text": baseline,
         "cosine_description": baseline_desc,
     }
@@ -173,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         rows = [
             ("agentmesh match (ladder)", r["matcher"]),
+            ("  the same without the intent bank", r["matcher_no_intents"]),
             ("plain cosine, name+desc+tags+examples", r["cosine_full_text"]),
             ("plain cosine, description", r["cosine_description"]),
         ]

@@ -1,7 +1,9 @@
 """The matcher of DESIGN.md section 5: filtered kNN per tier, collapse to agents, score, tier ladder.
 
-Per tier: the query vector goes through that tier's HNSW index with a filter that drops labels of
-agents that may not take the step (offline/draining, excluded, at capacity, policy, cost, tags).
+The query vector is the query's embedding bridged towards card language by the intent bank
+(routing/intents.py). Per tier it goes through that tier's HNSW index with a filter that drops
+labels of agents that may not take the step (offline/draining, excluded, at capacity, policy,
+cost, tags).
 The capabilities behind the hits are then scored exactly over all their views, blended with BM25
 term overlap, collapsed to the best capability per agent, thresholded and scored with cost, load,
 latency and model family. Small tiers skip HNSW and score every allowed label exactly.
@@ -33,6 +35,7 @@ from agentmesh.registry.embedder import TokenEmbedder, TokenVectors, Vectors
 from agentmesh.registry.index import LabelRef
 from agentmesh.registry.store import AgentEntry, Registry
 from agentmesh.registry.text import terms
+from agentmesh.routing.intents import IntentBank
 from agentmesh.routing.scoring import (
     MatchWeights,
     blended_price,
@@ -149,6 +152,7 @@ class Matcher:
             raise AgentMeshError("matching needs a registry with an embedder")
         self.registry = registry
         self.weights = weights or MatchWeights()
+        self._intents: IntentBank | None = None  # loaded on first use
         self._filters: OrderedDict[tuple[Any, ...], _TierFilter] = OrderedDict()
         self._matrices: dict[Tier, tuple[int, _TierMatrix]] = {}
         self._similarities: OrderedDict[tuple[Any, ...], _Similarities] = OrderedDict()
@@ -169,9 +173,21 @@ class Matcher:
             return embedder.embed_with_tokens(texts)[0]
         return embedder.embed(texts)
 
+    def intent_bank(self) -> IntentBank | None:
+        """The intent bank queries are expanded with (routing/intents.py); None when w_intent is 0."""
+        if self.weights.w_intent <= 0:
+            return None
+        if self._intents is None:
+            with self._prepared_lock:
+                if self._intents is None:
+                    assert self.registry.embedder is not None
+                    self._intents = IntentBank.load(self.registry.embedder, self.weights.intent_bank)
+        return self._intents
+
     def prepare_query(self, text: str, vector: Vectors | None = None) -> PreparedQuery:
-        """Embed ``text`` (thread-safe; the slow part of matching). With ``vector`` given, only
-        the sentence vector is used (no token matching)."""
+        """Embed ``text`` and expand it with the intent bank (thread-safe; the slow part of
+        matching). With ``vector`` given, that vector is used as it is (no intents, no token
+        matching)."""
         if vector is not None:
             return PreparedQuery(text, vector, None, terms(text))
         with self._prepared_lock:
@@ -187,6 +203,16 @@ class Matcher:
             vector, tokens = vectors[0], toks[0]
         else:
             vector = embedder.embed([text])[0]
+        bank = self.intent_bank()
+        if bank is not None:
+            w = self.weights
+            vector = bank.expand(
+                vector,
+                weight=w.w_intent,
+                floor=w.intent_floor,
+                top=w.intent_top,
+                temperature=w.intent_temperature,
+            )
         prepared = PreparedQuery(text, vector, tokens, terms(text))
         with self._prepared_lock:
             self._prepared[text] = prepared

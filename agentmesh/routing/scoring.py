@@ -40,6 +40,22 @@ class MatchWeights(BaseModel):
         le=1.0,
         description="blend of the best view (an example, the name) against the whole card",
     )
+    w_intent: float = Field(
+        0.8,
+        ge=0.0,
+        le=10.0,
+        description="weight of the nearest intents' descriptions added to the query vector (0: off)",
+    )
+    intent_floor: float = Field(
+        0.3, ge=-1.0, le=1.0, description="an intent counts only if one of its examples is this similar"
+    )
+    intent_top: int = Field(3, ge=1, le=100, description="nearest intents blended into the query")
+    intent_temperature: float = Field(
+        0.03, gt=0.0, le=10.0, description="softmax temperature over the nearest intents' similarities"
+    )
+    intent_bank: str | None = Field(
+        None, description="YAML file of intents replacing the built-in bank (agentmesh/data/intents.yaml)"
+    )
     cost_ref_usd_per_mtok: float = Field(10.0, gt=0, description="price that counts as half the cost penalty")
     latency_ref_ms: float = Field(
         2000.0, gt=0, description="p50 latency that counts as half the latency penalty"

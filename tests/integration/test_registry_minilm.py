@@ -9,7 +9,7 @@ import numpy as np
 from agentmesh.protocol import CapabilityVector
 from agentmesh.registry import MiniLMEmbedder, Registry
 from agentmesh.registry.embedder import minilm_model_dir
-from agentmesh.routing import Matcher
+from agentmesh.routing import Matcher, MatchWeights
 
 
 def test_model_comes_from_the_package_and_the_hub_is_off(minilm: MiniLMEmbedder) -> None:
@@ -65,3 +65,42 @@ def test_matcher_routes_by_meaning_with_minilm(minilm: MiniLMEmbedder) -> None:
         ).model_dump_json()
     )
     assert registry.prepare(vcv).provided
+
+
+def test_the_intent_bank_bridges_a_factoid_to_a_general_knowledge_card(minilm: MiniLMEmbedder) -> None:
+    """A trivia question shares no words and little meaning with "Answer general-knowledge
+    questions"; its nearest bank examples are other trivia questions, whose intent is."""
+    registry = Registry(minilm)
+    cards = [
+        ("phone", "device", "quick_answer", "Answer short general-knowledge questions in a sentence or two."),
+        ("notes", "device", "notes", "Take, search and tidy up the user's notes."),
+        ("box", "edge", "speak", "Read text aloud as natural speech audio."),
+        ("cloud", "cloud", "long_writing", "Write long articles, essays and stories on any topic."),
+        ("legal", "cloud", "contract_review", "Review legal contracts and flag risky clauses."),
+    ]
+    for agent_id, tier, name, description in cards:
+        registry.apply_vcv(
+            agent_id,
+            CapabilityVector(
+                agent_id=agent_id,
+                version=1,
+                tier=tier,  # type: ignore[arg-type]
+                capabilities=[{"name": name, "description": description}],  # type: ignore[list-item]
+            ),
+        )
+    queries = ["who discovered penicillin?", "which planet is the largest in the solar system"]
+    with_bank = Matcher(registry)
+    assert with_bank.intent_bank() is not None
+    for q in queries:
+        assert [m.agent_id for m in with_bank.route(q)][:1] == ["phone"], q
+    without = Matcher(registry, MatchWeights(w_intent=0))
+    assert without.intent_bank() is None
+    for q in queries:
+        assert [m.agent_id for m in without.route(q)][:1] != ["phone"], q
+
+
+def test_the_shipped_intent_vectors_are_minilms(minilm: MiniLMEmbedder) -> None:
+    shipped = Matcher(Registry(minilm)).intent_bank()
+    assert shipped is not None
+    fresh = minilm.embed(list(shipped.descriptions[:5]))
+    np.testing.assert_allclose(shipped.description_vectors[:5], fresh, atol=2e-3)
