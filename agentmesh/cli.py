@@ -237,7 +237,7 @@ def read_queries(texts: Sequence[str], stdin: TextIO) -> list[str]:
 def run_match(args: argparse.Namespace) -> int:
     from agentmesh.directory import snapshot
     from agentmesh.registry import Registry
-    from agentmesh.routing import Match, Matcher, MatchWeights
+    from agentmesh.routing import Match, Matcher, MatchWeights, PreparedQuery
 
     if args.k < 1:
         raise UsageError("-k must be at least 1")
@@ -245,7 +245,7 @@ def run_match(args: argparse.Namespace) -> int:
     if not queries:
         raise UsageError("no query text given")
 
-    async def compute() -> list[list[Match]]:
+    async def compute() -> list[tuple[PreparedQuery | None, list[Match]]]:
         registry = Registry()
         client = await connected_client(args, "match")
         try:
@@ -254,13 +254,14 @@ def run_match(args: argparse.Namespace) -> int:
             await client.close()
         matcher = Matcher(registry, MatchWeights(k=args.k))
         if not len(registry):
-            return [[] for _ in queries]
-        await asyncio.to_thread(matcher.embed_queries, queries)  # one batch; matching hits the cache
+            return [(None, []) for _ in queries]
+        prepared = await asyncio.to_thread(matcher.prepare_queries, queries)
         if args.tier:
-            return [matcher.match(q, tier=args.tier, k=args.k) for q in queries]
-        return [matcher.explain(q, k=args.k).ranked(args.k) for q in queries]
+            return [(pq, matcher.match(pq, tier=args.tier, k=args.k)) for pq in prepared]
+        return [(pq, matcher.explain(pq, k=args.k).ranked(args.k)) for pq in prepared]
 
-    results = run_async(compute())
+    answers = run_async(compute())
+    results = [ms for _, ms in answers]
     if args.json:
         print_json(
             [
@@ -269,10 +270,15 @@ def run_match(args: argparse.Namespace) -> int:
             ]
         )
     else:
-        for i, (q, ms) in enumerate(zip(queries, results, strict=True)):
+        for i, (q, (pq, ms)) in enumerate(zip(queries, answers, strict=True)):
             if i:
                 print()
             print(f"query: {q}")
+            # Which of the intent bank's descriptions the query was bridged with, and how much:
+            # the answer to "why did it go there?" when the card shares no words with the query.
+            bridges = [f"{text} ({share:.2f})" for text, share in (pq.intents if pq else ()) if share >= 0.1]
+            if bridges:
+                print("  intents: " + "; ".join(bridges))
             if not ms:
                 print("  (no agent matches)")
                 continue

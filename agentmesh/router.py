@@ -403,9 +403,9 @@ class Router:
 
     async def _embed_then_plan(self, task: Task, plan: Plan, how: str) -> None:
         # Embedding a new query takes milliseconds of CPU: do it in a thread so the loop keeps
-        # serving; matching afterwards hits the embedder's cache.
+        # serving; matching afterwards hits the matcher's cache of prepared queries.
         queries = [ps.query for ps in plan.steps]
-        await asyncio.to_thread(self.matcher.embed_queries, queries)
+        await asyncio.to_thread(self.matcher.prepare_queries, queries)
         for q in queries:
             self._embedded[q] = None
         while len(self._embedded) > 4096:

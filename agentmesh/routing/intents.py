@@ -61,22 +61,29 @@ class IntentBank:
         starts = np.cumsum([0] + [len(group) for group in examples[:-1]]).astype(np.intp)
         return cls(descriptions, normalize_rows(description_vectors), normalize_rows(example_vectors), starts)
 
-    def expand(
-        self, vector: Vectors, *, weight: float, floor: float, top: int, temperature: float
-    ) -> Vectors:
-        """``vector`` plus the descriptions of its ``top`` nearest intents (an intent is as near as
-        its nearest example), softmax-weighted by nearness, unit length again. Unchanged when no
-        example is at least ``floor`` similar or ``weight`` is 0."""
-        if weight <= 0 or not self.descriptions:
-            return vector
+    def nearest(
+        self, vector: Vectors, *, floor: float, top: int, temperature: float
+    ) -> list[tuple[int, float]]:
+        """The ``top`` intents nearest ``vector`` (an intent is as near as its nearest example) with
+        softmax weights over their nearness, best first; none when no example is ``floor`` near."""
+        if not self.descriptions:
+            return []
         nearness = np.maximum.reduceat(self.example_vectors @ vector, self.starts)
         top = min(top, len(nearness))
         best = np.argpartition(-nearness, top - 1)[:top]
-        lead = float(nearness[best].max())
-        if lead < floor:
+        best = best[np.argsort(-nearness[best])]
+        if float(nearness[best[0]]) < floor:
+            return []
+        w = np.exp((nearness[best] - nearness[best[0]]) / temperature)
+        return list(zip(best.tolist(), (w / w.sum()).tolist(), strict=True))
+
+    def expand(self, vector: Vectors, nearest: list[tuple[int, float]], weight: float) -> Vectors:
+        """``vector`` plus the descriptions of its ``nearest`` intents by their weights, unit length
+        again; unchanged when there are none."""
+        if weight <= 0 or not nearest:
             return vector
-        w = np.exp((nearness[best] - lead) / temperature)
-        bridge = (w / w.sum()) @ self.description_vectors[best]
+        rows, shares = zip(*nearest, strict=True)
+        bridge = np.asarray(shares, dtype=np.float32) @ self.description_vectors[list(rows)]
         out: Vectors = (vector + weight * bridge).astype(np.float32)
         return out / np.linalg.norm(out)
 

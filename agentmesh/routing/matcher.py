@@ -106,6 +106,7 @@ class PreparedQuery:
     vector: Vectors
     tokens: TokenVectors | None
     terms: list[str]
+    intents: tuple[tuple[str, float], ...] = ()  # the bank's descriptions that bridged it, weights
 
 
 @dataclass
@@ -173,6 +174,12 @@ class Matcher:
             return embedder.embed_with_tokens(texts)[0]
         return embedder.embed(texts)
 
+    def prepare_queries(self, texts: list[str]) -> list[PreparedQuery]:
+        """``prepare_query`` for many texts, embedded in one batch (thread-safe: for a worker
+        thread, so that matching them later on the event loop only hits the cache)."""
+        self.embed_queries(texts)
+        return [self.prepare_query(text) for text in texts]
+
     def intent_bank(self) -> IntentBank | None:
         """The intent bank queries are expanded with (routing/intents.py); None when w_intent is 0."""
         if self.weights.w_intent <= 0:
@@ -204,16 +211,15 @@ class Matcher:
         else:
             vector = embedder.embed([text])[0]
         bank = self.intent_bank()
+        intents: tuple[tuple[str, float], ...] = ()
         if bank is not None:
             w = self.weights
-            vector = bank.expand(
-                vector,
-                weight=w.w_intent,
-                floor=w.intent_floor,
-                top=w.intent_top,
-                temperature=w.intent_temperature,
+            nearest = bank.nearest(
+                vector, floor=w.intent_floor, top=w.intent_top, temperature=w.intent_temperature
             )
-        prepared = PreparedQuery(text, vector, tokens, terms(text))
+            vector = bank.expand(vector, nearest, w.w_intent)
+            intents = tuple((bank.descriptions[i], share) for i, share in nearest)
+        prepared = PreparedQuery(text, vector, tokens, terms(text), intents)
         with self._prepared_lock:
             self._prepared[text] = prepared
             while len(self._prepared) > 4096:

@@ -125,6 +125,16 @@ async def test_match_json_for_texts_and_stdin(mesh_cards: str) -> None:
     assert all(m["agent_id"] != "cloud-legal" for e in doc for m in e["matches"])
 
 
+async def test_match_table_names_the_intents_a_query_was_bridged_with(mesh_cards: str) -> None:
+    proc = cli("--broker", mesh_cards, "match", "remind me to call the dentist at 4pm", "-k", "2")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "query: remind me to call the dentist at 4pm"
+    assert lines[1].startswith("  intents: Set reminders for tasks and events (")
+    assert lines[2].split() == ["#", "AGENT", "TIER", "CAPABILITY", "SIMILARITY", "SCORE"]
+    assert lines[3].split()[:4] == ["1", "phone-reminders", "device", "set_reminder"]
+
+
 async def test_match_one_tier_and_exit_codes(mesh_cards: str) -> None:
     proc = cli(
         "--broker", mesh_cards, "match", "translate this letter into German", "--tier", "edge", "--json"

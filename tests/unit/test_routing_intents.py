@@ -28,32 +28,42 @@ BANK = IntentBank(
     example_vectors=np.stack([unit(1, 0, 0, 0), unit(1, 0.2, 0, 0), unit(0, 1, 0, 0)]),
     starts=np.array([0, 2], dtype=np.intp),
 )
-KNOBS = {"weight": 1.0, "floor": 0.3, "top": 2, "temperature": 0.03}
+KNOBS = {"floor": 0.3, "top": 2, "temperature": 0.03}
 
 
 def test_a_query_near_an_intents_examples_moves_towards_its_description() -> None:
     query = unit(1, 0.05, 0, 0)
-    out = BANK.expand(query, **KNOBS)
+    nearest = BANK.nearest(query, **KNOBS)
+    assert [i for i, _ in nearest] == [0, 1] and nearest[0][1] > 0.99  # the far intent: next to nothing
+    out = BANK.expand(query, nearest, 1.0)
     assert out.dtype == np.float32 and np.linalg.norm(out) == pytest.approx(1.0, abs=1e-6)
     assert out @ BANK.description_vectors[0] > 0.5  # was 0
-    assert out @ BANK.description_vectors[1] < 0.01  # the far intent weighs next to nothing
+    assert out @ BANK.description_vectors[1] < 0.01
     assert out @ query > 0.6  # still mostly the query
 
 
 def test_the_nearer_intent_gets_the_larger_share() -> None:
-    out = BANK.expand(unit(0.6, 1, 0, 0), **{**KNOBS, "temperature": 0.5})
+    query = unit(0.6, 1, 0, 0)
+    nearest = BANK.nearest(query, **{**KNOBS, "temperature": 0.5})
+    assert [i for i, _ in nearest] == [1, 0] and nearest[0][1] > nearest[1][1] > 0
+    assert sum(share for _, share in nearest) == pytest.approx(1.0)
+    out = BANK.expand(query, nearest, 1.0)
     assert out[3] > out[2] > 0
 
 
 def test_a_query_near_no_example_or_weight_zero_is_left_alone() -> None:
     far = unit(0, 0, 0.3, 1)  # similarity 0 to every example, below the floor
-    np.testing.assert_array_equal(BANK.expand(far, **KNOBS), far)
+    assert BANK.nearest(far, **KNOBS) == []
+    np.testing.assert_array_equal(BANK.expand(far, [], 1.0), far)
     near = unit(1, 0, 0, 0)
-    np.testing.assert_array_equal(BANK.expand(near, **{**KNOBS, "weight": 0.0}), near)
+    np.testing.assert_array_equal(BANK.expand(near, BANK.nearest(near, **KNOBS), 0.0), near)
 
 
 def test_top_limits_the_intents_blended() -> None:
-    out = BANK.expand(unit(1, 0.9, 0, 0), **{**KNOBS, "top": 1, "temperature": 10.0})
+    query = unit(1, 0.9, 0, 0)
+    nearest = BANK.nearest(query, **{**KNOBS, "top": 1, "temperature": 10.0})
+    assert nearest == [(0, 1.0)]
+    out = BANK.expand(query, nearest, 1.0)
     assert out[2] > 0 and out[3] == 0
 
 
