@@ -95,8 +95,8 @@ def parse_bank(raw: bytes, source: Path) -> tuple[tuple[str, ...], list[list[str
         data = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise ConfigError(f"the intent bank is not valid YAML: {exc}", path=str(source)) from None
-    if not isinstance(data, list):
-        raise ConfigError("the intent bank must be a list of {intent, examples}", path=str(source))
+    if not isinstance(data, list) or not data:
+        raise ConfigError("the intent bank must be a non-empty list of {intent, examples}", path=str(source))
     descriptions: list[str] = []
     examples: list[list[str]] = []
     for i, item in enumerate(data):

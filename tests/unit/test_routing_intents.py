@@ -72,6 +72,7 @@ def test_parse_bank_rejects_entries_without_intent_or_examples(tmp_path: Path) -
     descriptions, examples = parse_bank(yaml.safe_dump(good).encode(), tmp_path / "ok.yaml")
     assert descriptions == ("Set reminders",) and examples == [["remind me at 6", "ping me tomorrow"]]
     for bad in (
+        [],
         {"intent": "x"},
         [{"intent": "x", "examples": []}],
         [{"intent": "x", "examples": [""]}],
