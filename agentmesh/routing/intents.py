@@ -9,9 +9,11 @@ their intents' descriptions are close to the cards that serve them (description 
 So the query vector gets those descriptions added, weighted by how near their examples are, before
 it is matched. A query near no example is left as it is.
 
-The built-in bank's vectors for all-MiniLM-L6-v2 ship beside it (``intents.minilm.npz``), so a
-router or ``agentmesh match`` does not spend seconds embedding 1000 texts at start; any other
-embedder, or another bank, is embedded on load. ``python -m agentmesh.routing.intents`` rewrites
+A matcher's ``intent_banks`` name the banks it uses: ``builtin`` and YAML files of a team's own
+intents, which are added to it (or replace it, without ``builtin``). The built-in bank's vectors
+for all-MiniLM-L6-v2 ship beside it (``intents.minilm.npz``), so a router or ``agentmesh match``
+does not spend seconds embedding 1000 texts at start; any other embedder, or another bank, is
+embedded on load. ``python -m agentmesh.routing.intents`` rewrites
 the shipped vectors after the bank changes (a test fails while they are stale).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,7 @@ from agentmesh.errors import ConfigError
 from agentmesh.registry.embedder import MINILM_NAME, Embedder, Vectors, normalize_rows, same_model
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+BUILTIN = "builtin"  # the name of the shipped bank among a matcher's intent_banks
 BUILTIN_BANK = DATA / "intents.yaml"
 BUILTIN_VECTORS = DATA / "intents.minilm.npz"
 
@@ -42,24 +46,36 @@ class IntentBank:
     starts: npt.NDArray[np.intp]  # first example row of each intent
 
     @classmethod
-    def load(cls, embedder: Embedder, path: Path | str | None = None) -> IntentBank:
-        """The bank at ``path`` (the built-in one by default), embedded with ``embedder``."""
-        source = Path(path) if path is not None else BUILTIN_BANK
-        try:
-            raw = source.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the intent bank: {exc}", path=str(source)) from None
-        descriptions, examples = parse_bank(raw, source)
-        builtin_for_minilm = path is None and same_model(embedder.model_name, MINILM_NAME)
-        stored = _stored_vectors(raw) if builtin_for_minilm else None
-        if stored is not None:
-            description_vectors, example_vectors = stored
-        else:
-            flat = [e for group in examples for e in group]
-            vectors = embedder.embed(list(descriptions) + flat)
-            description_vectors, example_vectors = vectors[: len(descriptions)], vectors[len(descriptions) :]
-        starts = np.cumsum([0] + [len(group) for group in examples[:-1]]).astype(np.intp)
-        return cls(descriptions, normalize_rows(description_vectors), normalize_rows(example_vectors), starts)
+    def load(cls, embedder: Embedder, sources: Sequence[str] = (BUILTIN,)) -> IntentBank:
+        """The intents of every source, in order, embedded with ``embedder``: ``"builtin"`` for
+        the shipped bank, any other string for the path of a YAML bank file."""
+        descriptions: list[str] = []
+        groups: list[list[str]] = []
+        description_parts: list[Vectors] = []
+        example_parts: list[Vectors] = []
+        for source in sources:
+            path = BUILTIN_BANK if source == BUILTIN else Path(source).expanduser()
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the intent bank: {exc}", path=str(path)) from None
+            texts, examples = parse_bank(raw, path)
+            stored = _stored_vectors(raw) if same_model(embedder.model_name, MINILM_NAME) else None
+            if stored is None:
+                vectors = embedder.embed(list(texts) + [e for group in examples for e in group])
+                stored = vectors[: len(texts)], vectors[len(texts) :]
+            descriptions += texts
+            groups += examples
+            description_parts.append(stored[0])
+            example_parts.append(stored[1])
+        dim = embedder.dim
+        starts = np.cumsum([0] + [len(group) for group in groups[:-1]]).astype(np.intp)
+        return cls(
+            tuple(descriptions),
+            normalize_rows(np.vstack(description_parts) if description_parts else np.empty((0, dim))),
+            normalize_rows(np.vstack(example_parts) if example_parts else np.empty((0, dim))),
+            starts,
+        )
 
     def nearest(
         self, vector: Vectors, *, floor: float, top: int, temperature: float
@@ -122,7 +138,8 @@ def _digest(raw: bytes) -> str:
 
 
 def _stored_vectors(raw: bytes) -> tuple[Vectors, Vectors] | None:
-    """The shipped MiniLM vectors of the built-in bank, if they were made from this very text."""
+    """The shipped MiniLM vectors of the built-in bank, if ``raw`` is its very text (so a bank
+    file of one's own, or an edited copy, is embedded instead)."""
     try:
         with np.load(BUILTIN_VECTORS) as npz:
             if str(npz["sha256"]) != _digest(raw):

@@ -181,14 +181,15 @@ class Matcher:
         return [self.prepare_query(text) for text in texts]
 
     def intent_bank(self) -> IntentBank | None:
-        """The intent bank queries are expanded with (routing/intents.py); None when w_intent is 0."""
-        if self.weights.w_intent <= 0:
+        """The intent bank queries are expanded with (routing/intents.py); None when w_intent is 0
+        or no bank is named."""
+        if self.weights.w_intent <= 0 or not self.weights.intent_banks:
             return None
         if self._intents is None:
             with self._prepared_lock:
                 if self._intents is None:
                     assert self.registry.embedder is not None
-                    self._intents = IntentBank.load(self.registry.embedder, self.weights.intent_bank)
+                    self._intents = IntentBank.load(self.registry.embedder, self.weights.intent_banks)
         return self._intents
 
     def prepare_query(self, text: str, vector: Vectors | None = None) -> PreparedQuery:

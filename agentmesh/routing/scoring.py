@@ -53,8 +53,10 @@ class MatchWeights(BaseModel):
     intent_temperature: float = Field(
         0.03, gt=0.0, le=10.0, description="softmax temperature over the nearest intents' similarities"
     )
-    intent_bank: str | None = Field(
-        None, description="YAML file of intents replacing the built-in bank (agentmesh/data/intents.yaml)"
+    intent_banks: list[str] = Field(
+        default_factory=lambda: ["builtin"],
+        description="the intent banks: 'builtin' (agentmesh/data/intents.yaml) and paths of YAML files "
+        "of your own intents",
     )
     cost_ref_usd_per_mtok: float = Field(10.0, gt=0, description="price that counts as half the cost penalty")
     latency_ref_ms: float = Field(

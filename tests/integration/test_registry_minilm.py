@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -104,3 +105,43 @@ def test_the_shipped_intent_vectors_are_minilms(minilm: MiniLMEmbedder) -> None:
     assert shipped is not None
     fresh = minilm.embed(list(shipped.descriptions[:5]))
     np.testing.assert_allclose(shipped.description_vectors[:5], fresh, atol=2e-3)
+
+
+def test_a_teams_own_intents_bridge_its_jargon(minilm: MiniLMEmbedder, tmp_path: Path) -> None:
+    """The built-in bank knows no brewery; four example requests of the team's own do it."""
+    bank = tmp_path / "brewery.yaml"
+    bank.write_text(
+        "- intent: Report fermentation tank readings\n"
+        "  examples:\n"
+        "    - what's the gravity in FV3 right now\n"
+        "    - how warm is fermenter 2\n"
+        "    - is the IPA in tank 5 done fermenting\n"
+        "    - show me the pH trend for the lager tank\n"
+    )
+    registry = Registry(minilm)
+    registry.apply_vcv(
+        "brewhouse",
+        CapabilityVector.model_validate(
+            {
+                "agent_id": "brewhouse",
+                "version": 1,
+                "tier": "edge",
+                "capabilities": [
+                    {
+                        "name": "tank_status",
+                        "description": "Read the sensors of the cellar: temperatures, specific gravity "
+                        "and pH of each vessel.",
+                    },
+                    {
+                        "name": "recipe_scaling",
+                        "description": "Scale beer recipes to a batch size; compute hop and grain amounts.",
+                    },
+                ],
+            }
+        ),
+    )
+    query = "is FV4 still fermenting?"
+    builtin_only = Matcher(registry).route(query)
+    assert [m.capability for m in builtin_only][:1] == ["recipe_scaling"]
+    with_own = Matcher(registry, MatchWeights(intent_banks=["builtin", str(bank)])).route(query)
+    assert [m.capability for m in with_own][:1] == ["tank_status"]

@@ -88,7 +88,7 @@ def test_parse_bank_rejects_entries_without_intent_or_examples(tmp_path: Path) -
 
 def test_a_missing_bank_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        IntentBank.load(HashingEmbedder(), tmp_path / "nope.yaml")
+        IntentBank.load(HashingEmbedder(), ["builtin", str(tmp_path / "nope.yaml")])
     assert info.value.path == str(tmp_path / "nope.yaml")
 
 
@@ -96,10 +96,23 @@ def test_another_embedder_embeds_the_bank_itself(tmp_path: Path) -> None:
     path = tmp_path / "bank.yaml"
     path.write_text(yaml.safe_dump([{"intent": "Set reminders", "examples": ["remind me at 6", "ping me"]}]))
     embedder = HashingEmbedder(64)
-    bank = IntentBank.load(embedder, path)
+    bank = IntentBank.load(embedder, [str(path)])
     np.testing.assert_allclose(bank.description_vectors, embedder.embed(["Set reminders"]), atol=1e-6)
     np.testing.assert_allclose(bank.example_vectors, embedder.embed(["remind me at 6", "ping me"]), atol=1e-6)
     assert bank.starts.tolist() == [0]
+
+
+def test_a_bank_of_ones_own_is_added_after_the_builtin_one(tmp_path: Path) -> None:
+    path = tmp_path / "brewery.yaml"
+    path.write_text(
+        yaml.safe_dump([{"intent": "Report fermentation tank readings", "examples": ["gravity in FV3?"]}])
+    )
+    embedder = HashingEmbedder(64)
+    builtin = IntentBank.load(embedder)
+    both = IntentBank.load(embedder, ["builtin", str(path)])
+    assert both.descriptions == (*builtin.descriptions, "Report fermentation tank readings")
+    assert both.starts.tolist() == [*builtin.starts.tolist(), len(builtin.example_vectors)]
+    np.testing.assert_allclose(both.example_vectors[-1], embedder.embed(["gravity in FV3?"])[0], atol=1e-6)
 
 
 def test_the_shipped_vectors_are_made_from_the_current_bank() -> None:
