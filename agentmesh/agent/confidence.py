@@ -48,6 +48,28 @@ def confidence(tokens: Sequence[TokenLogprob], method: Method = "mean_prob") -> 
     return min(1.0, max(0.0, value))
 
 
+# A model caught in a loop ("Answer:\nAnswer:\n..." until max_tokens) is sure of every next token,
+# so its log-probabilities say "certain". What it says is then worth no more than this.
+LOOP_CONFIDENCE = 0.05
+
+
+def looping(text: str) -> bool:
+    """Whether ``text`` is a degenerate repetition: at least 4 lines of which one line makes up
+    half or more, or at least 20 words of which under a fifth are distinct."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) >= 4 and max(lines.count(line) for line in set(lines)) * 2 >= len(lines):
+        return True
+    words = text.lower().split()
+    return len(words) >= 20 and len(set(words)) * 5 < len(words)
+
+
+def loop_checked(text: str, value: float | None) -> float | None:
+    """``value``, capped at LOOP_CONFIDENCE when ``text`` loops."""
+    if value is not None and looping(text):
+        return min(value, LOOP_CONFIDENCE)
+    return value
+
+
 def _finite(logprob: float) -> float:
     # -inf happens when a grammar forced a token the model gave zero mass; keep exp() defined.
     if math.isnan(logprob):

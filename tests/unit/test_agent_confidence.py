@@ -7,10 +7,13 @@ import math
 import pytest
 
 from agentmesh.agent.confidence import (
+    LOOP_CONFIDENCE,
     TokenLogprob,
     confidence,
     from_completion_logprobs,
     from_openai_logprobs,
+    loop_checked,
+    looping,
 )
 
 
@@ -76,3 +79,35 @@ def test_completion_shapes() -> None:
     tokens = from_completion_logprobs(lp)
     assert [t.logprob for t in tokens] == [-0.5, -0.1]
     assert tokens[0].top == (-0.5, -1.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Answer:\nAnswer:\nAnswer:\nAnswer:\nAnswer",  # seen from Gemma 3 270M on a trivia question
+        "Paris\nParis\nThe capital is Paris.\nParis",
+        "the the the the the the the the the the the the the the the the the the the the",
+        "I am sorry. " * 12,
+    ],
+)
+def test_a_looping_answer_is_worth_little_whatever_its_logprobs(text: str) -> None:
+    assert looping(text)
+    assert loop_checked(text, 0.98) == LOOP_CONFIDENCE
+    assert loop_checked(text, 0.01) == 0.01  # never raised
+    assert loop_checked(text, None) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Alexander Fleming discovered penicillin in 1928.",
+        "1. Preheat the oven.\n2. Mix the flour and eggs.\n3. Bake for 20 minutes.\n4. Let it cool.",
+        '{\n  "steps": [\n    {"id": "s1", "instruction": "Convert 5 km to miles"},\n'
+        '    {"id": "s2", "instruction": "Compute 12*12"}\n  ]\n}',
+        "yes\nyes\nno",  # too short to call a loop
+        "The quick brown fox jumps over the lazy dog while the cat watches the dog and the fox.",
+    ],
+)
+def test_ordinary_answers_keep_their_confidence(text: str) -> None:
+    assert not looping(text)
+    assert loop_checked(text, 0.9) == 0.9

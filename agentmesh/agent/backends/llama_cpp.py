@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agentmesh.agent.backends.base import BackendResult
-from agentmesh.agent.confidence import Method, TokenLogprob, confidence
+from agentmesh.agent.confidence import Method, TokenLogprob, confidence, loop_checked
 from agentmesh.agent.config import LlamaCppBackendConfig
 from agentmesh.agent.models import resolve_model
 from agentmesh.agent.prompt import StepRequest, chat_messages, user_message
@@ -231,7 +231,7 @@ class LlamaCppBackend:
         method: Method = self.config.confidence.method
         return BackendResult(
             output=text.strip(),
-            confidence=confidence(recorder.finish(), method),
+            confidence=loop_checked(text, confidence(recorder.finish(), method)),
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             first_token_s=(recorder.first_call - started) if recorder.first_call is not None else None,

@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from agentmesh.agent.backends.base import BackendResult
-from agentmesh.agent.confidence import confidence, from_openai_logprobs
+from agentmesh.agent.confidence import confidence, from_openai_logprobs, loop_checked
 from agentmesh.agent.config import OpenAIBackendConfig
 from agentmesh.agent.prompt import StepRequest, chat_messages
 from agentmesh.errors import BackendAuthError, BackendError
@@ -184,7 +184,9 @@ class OpenAIBackend:
         usage = response.usage
         return BackendResult(
             output=text.strip(),
-            confidence=confidence(tokens, self.config.confidence.method) if tokens else None,
+            confidence=loop_checked(
+                text, confidence(tokens, self.config.confidence.method) if tokens else None
+            ),
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
         )
