@@ -63,9 +63,10 @@ def looping(text: str) -> bool:
     return len(words) >= 20 and len(set(words)) * 5 < len(words)
 
 
-def loop_checked(text: str, value: float | None) -> float | None:
-    """``value``, capped at LOOP_CONFIDENCE when ``text`` loops."""
-    if value is not None and looping(text):
+def loop_checked(text: str, value: float | None, *, looped: bool = False) -> float | None:
+    """``value``, capped at LOOP_CONFIDENCE when ``text`` loops or generation was stopped in a
+    loop (``looped``)."""
+    if value is not None and (looped or looping(text)):
         return min(value, LOOP_CONFIDENCE)
     return value
 

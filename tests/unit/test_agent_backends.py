@@ -9,7 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agentmesh.agent.backends.llama_cpp import LogprobRecorder, model_info_from_metadata, parse_size_label
+from agentmesh.agent.backends.llama_cpp import (
+    LogprobRecorder,
+    model_info_from_metadata,
+    parse_size_label,
+    repeating_tail,
+)
 from agentmesh.agent.backends.openai_compat import backoff_delay, guess_model_info
 from agentmesh.agent.backends.python_callable import PythonBackend, import_callable, to_result, wants_previous
 from agentmesh.agent.config import PythonBackendConfig
@@ -126,6 +131,37 @@ def test_logprob_recorder_deadline_forces_the_end_token() -> None:
     rec = LogprobRecorder(want_top=False, deadline=0.0, eos=2, constrained=False)
     out = rec(np.array([1], dtype=np.intc), np.zeros(4, dtype=np.float32))
     assert rec.expired and int(np.argmax(out)) == 2
+
+
+def test_repeating_tail_finds_a_block_over_and_over() -> None:
+    answer_loop = [1, 2, 3] * 16  # "Answer" ":" "\n", 48 tokens
+    assert repeating_tail(answer_loop)
+    assert repeating_tail(list(range(100)) + [7] * 48)  # one token repeated, after a real start
+    assert repeating_tail(list(range(30)) * 3)  # a 30-token sentence three times
+    assert not repeating_tail([1, 2, 3] * 15)  # under the 48-token span
+    assert not repeating_tail(list(range(30)) * 2 + list(range(10)))  # a refrain twice: not a loop
+    assert not repeating_tail(list(range(200)))
+    assert not repeating_tail([1, 2, 3] * 15 + [4, 1, 2, 3])  # the block was broken in the span
+
+
+def test_logprob_recorder_ends_a_loop_with_the_end_token() -> None:
+    def logits() -> np.ndarray:
+        return np.arange(8, dtype=np.float32)  # the model's favourite is token 7, not the end (0)
+
+    rec = LogprobRecorder(want_top=False, deadline=None, eos=0, constrained=False)
+    prompt = [9, 9, 9]
+    generated: list[int] = []
+    out = rec(np.array(prompt, dtype=np.intc), logits())
+    while int(np.argmax(out)) != 0:
+        generated.append(1 + len(generated) % 3)  # the sampler keeps choosing 1, 2, 3, 1, 2, 3, ...
+        out = rec(np.array(prompt + generated, dtype=np.intc), logits())
+        assert len(generated) <= 48, "the loop was not stopped"
+    assert rec.looped and not rec.expired and len(generated) == 48
+    # grammar-constrained output (a plan) is never cut: the end token could break its JSON
+    constrained = LogprobRecorder(want_top=False, deadline=None, eos=0, constrained=True)
+    for n in range(60):
+        out = constrained(np.array(prompt + [1] * n, dtype=np.intc), logits())
+    assert constrained.looped and int(np.argmax(out)) == 7
 
 
 def test_resolve_model(tmp_path: Path) -> None:

@@ -97,6 +97,12 @@ def test_a_looping_answer_is_worth_little_whatever_its_logprobs(text: str) -> No
     assert loop_checked(text, None) is None
 
 
+def test_a_generation_stopped_in_a_loop_is_capped_even_when_the_text_looks_fine() -> None:
+    text = "I cannot answer that without more context about the farm. " * 3
+    assert not looping(text)
+    assert loop_checked(text, 0.9, looped=True) == LOOP_CONFIDENCE
+
+
 @pytest.mark.parametrize(
     "text",
     [

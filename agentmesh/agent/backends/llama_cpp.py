@@ -58,8 +58,23 @@ FILE_TYPES = {
 COMPLETION_STOPS = ["\n\n", "\nTask:"]
 
 
+def repeating_tail(ids: list[int], *, span: int = 48, max_period: int = 32) -> bool:
+    """Whether the last ``span`` tokens (and at least 3 periods) are one block of at most
+    ``max_period`` tokens over and over: a model in a loop, which would otherwise go on until
+    max_tokens."""
+    for period in range(1, max_period + 1):
+        length = max(span, 3 * period)
+        if len(ids) < length:
+            break
+        tail = ids[-length:]
+        if tail[period:] == tail[:-period]:
+            return True
+    return False
+
+
 class LogprobRecorder:
-    """A llama-cpp-python logits processor that records what confidence needs (see module doc)."""
+    """A llama-cpp-python logits processor that records what confidence needs (see module doc),
+    and ends generation early (by forcing the end token) past the deadline or in a loop."""
 
     def __init__(self, *, want_top: bool, deadline: float | None, eos: int | None, constrained: bool) -> None:
         self.want_top = want_top
@@ -69,6 +84,8 @@ class LogprobRecorder:
         self.tokens: list[TokenLogprob] = []
         self.first_call: float | None = None
         self.expired = False
+        self.looped = False
+        self._generated: list[int] = []
         self._prev: npt.NDArray[np.float32] | None = None
         self._prev_lse = 0.0
         self._prev_top: tuple[float, ...] = ()
@@ -82,6 +99,7 @@ class LogprobRecorder:
         elif self._prev is not None and len(input_ids):
             chosen = int(input_ids[-1])
             self.tokens.append(TokenLogprob(float(self._prev[chosen]) - self._prev_lse, self._prev_top))
+            self._generated.append(chosen)
         row = np.array(logits, dtype=np.float32)
         peak = float(row.max())
         self._prev_lse = peak + float(np.log(np.exp(row - peak, dtype=np.float64).sum()))
@@ -91,9 +109,11 @@ class LogprobRecorder:
             self._prev_top = tuple(sorted((float(x) - self._prev_lse for x in top2), reverse=True))
         if self.deadline is not None and now > self.deadline:
             self.expired = True
-            if not self.constrained and self.eos is not None:
-                logits[:] = -np.inf
-                logits[self.eos] = 0.0
+        elif not self.looped and repeating_tail(self._generated):
+            self.looped = True
+        if (self.expired or self.looped) and not self.constrained and self.eos is not None:
+            logits[:] = -np.inf
+            logits[self.eos] = 0.0
         return logits
 
     def finish(self) -> list[TokenLogprob]:
@@ -231,7 +251,7 @@ class LlamaCppBackend:
         method: Method = self.config.confidence.method
         return BackendResult(
             output=text.strip(),
-            confidence=loop_checked(text, confidence(recorder.finish(), method)),
+            confidence=loop_checked(text, confidence(recorder.finish(), method), looped=recorder.looped),
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             first_token_s=(recorder.first_call - started) if recorder.first_call is not None else None,
