@@ -209,6 +209,16 @@ def run_agents(args: argparse.Namespace) -> int:
     ]
     for line in table(["AGENT", "VERSION", "TIER", "STATE", "LOAD", "MODEL", "CAPABILITIES"], rows):
         print(line)
+    bare = [f"{e.agent_id}/{c.name}" for e in entries for c in e.vcv.capabilities if not c.examples]
+    if bare:
+        total = sum(len(e.vcv.capabilities) for e in entries)
+        # Examples are what the matcher relies on most for requests worded unlike the card
+        # (BENCHMARKS.md: on a mesh nobody tuned on, 8 per capability took top-1 from 0.67 to 0.95).
+        print(
+            f"note: {len(bare)} of {total} capabilities list no example requests ({', '.join(bare)}); "
+            "requests reach a capability far more reliably when its card lists a few",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -6,8 +6,9 @@ constraints: where the step goes, then the alternatives) and reports top-1 and t
 accuracy; the same matcher without the intent bank (w_intent=0); and plain MiniLM cosine over each
 capability's text (one vector per capability, best over all tiers) as the baseline, in the same run.
 
-Sets: main (tuned on), holdout (written before tuning, checked once per change), blind (written
-by an author who saw neither the matcher, the intent bank nor the other sets).
+Sets: main (tuned on), holdout (written before tuning, checked once per change), blind and blind2
+(each written by an author who saw neither the matcher, the intent bank nor the other sets; blind2's
+misses have not been read, so that nothing is tuned on it: run it without --misses).
 
     python bench/routing_quality.py              # all three sets
     python bench/routing_quality.py --misses     # also list the requests that went wrong
@@ -39,10 +40,19 @@ from agentmesh.routing import Matcher, MatchWeights  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
 RESULTS = ROOT / "bench" / "results"
-SETS = {
-    "main": (DATA / "routing_cards.yaml", DATA / "routing_queries.yaml"),
-    "holdout": (DATA / "holdout_cards.yaml", DATA / "holdout_queries.yaml"),
-    "blind": (DATA / "blind_cards.yaml", DATA / "blind_queries.yaml"),
+# name: (cards, requests, example requests added to the cards' capabilities or None)
+SETS: dict[str, tuple[Path, Path, Path | None]] = {
+    "main": (DATA / "routing_cards.yaml", DATA / "routing_queries.yaml", None),
+    "holdout": (DATA / "holdout_cards.yaml", DATA / "holdout_queries.yaml", None),
+    "blind": (DATA / "blind_cards.yaml", DATA / "blind_queries.yaml", None),
+    "blind2": (DATA / "blind2_cards.yaml", DATA / "blind2_queries.yaml", None),
+    # The same mesh after its team gave every capability 8 example requests, written from the cards
+    # without sight of the requests: what card examples are worth.
+    "blind2+ex": (
+        DATA / "blind2_cards.yaml",
+        DATA / "blind2_queries.yaml",
+        DATA / "blind2_team_examples.yaml",
+    ),
 }
 
 
@@ -52,8 +62,12 @@ class Query:
     expect: frozenset[str]
 
 
-def load_cards(path: Path) -> list[CapabilityVector]:
+def load_cards(path: Path, examples: Path | None = None) -> list[CapabilityVector]:
     raw = yaml.safe_load(path.read_text())
+    extra: dict[str, list[str]] = yaml.safe_load(examples.read_text()) if examples else {}
+    for card in raw:
+        for cap in card["capabilities"]:
+            cap["examples"] = cap.get("examples", []) + extra.get(f"{card['agent_id']}/{cap['name']}", [])
     return [CapabilityVector.model_validate({"version": 1, **card}) for card in raw]
 
 
@@ -129,8 +143,8 @@ def evaluate_cosine(
 
 
 def run_set(name: str, embedder: Embedder, weights: MatchWeights, *, show_misses: bool) -> dict[str, Any]:
-    cards_path, queries_path = SETS[name]
-    cards = load_cards(cards_path)
+    cards_path, queries_path, examples_path = SETS[name]
+    cards = load_cards(cards_path, examples_path)
     queries = load_queries(queries_path, cards)
     registry = build_registry(cards, embedder)
     matcher = evaluate_matcher(registry, queries, weights)
@@ -173,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = MatchWeights.model_validate({**MatchWeights().model_dump(), **overrides})
     results = [run_set(name, embedder, weights, show_misses=args.misses) for name in args.sets]
 
-    header = f"{'set':<8} {'agents':>6} {'caps':>5} {'queries':>7}  {'method':<34} {'top-1':>6} {'top-3':>6}"
+    header = f"{'set':<10} {'agents':>6} {'caps':>5} {'queries':>7}  {'method':<34} {'top-1':>6} {'top-3':>6}"
     print(header)
     print("-" * len(header))
     for r in results:
@@ -185,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for i, (label, m) in enumerate(rows):
             lead = (
-                f"{r['set']:<8} {r['agents']:>6} {r['capabilities']:>5} {r['queries']:>7}"
+                f"{r['set']:<10} {r['agents']:>6} {r['capabilities']:>5} {r['queries']:>7}"
                 if i == 0
-                else " " * 29
+                else " " * 31
             )
             print(f"{lead}  {label:<34} {m['top1']:>6.3f} {m['top3']:>6.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
