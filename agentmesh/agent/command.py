@@ -36,6 +36,15 @@ async def run_agent(config_path: Path, broker: BrokerAddress, namespace: str = D
     except ConfigError as exc:
         _fail(str(exc))
         return EXIT_USAGE
+    bare = [c.name for c in config.capabilities if not c.examples]
+    if bare:
+        # Requests are worded like requests, not like cards: examples are what routes them here.
+        log.warning(
+            "%s: capabilities without examples: %s; requests reach a capability far more reliably "
+            "when it lists a few typical ones (agents/README.md)",
+            path,
+            ", ".join(bare),
+        )
     agent = Agent(config, broker, namespace=namespace)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -184,6 +184,8 @@ def test_missing_model_exits_2_and_unreachable_broker_exits_1(tmp_path: Path) ->
     )
     assert proc.returncode == 2
     assert f"{path}:backend.model" in proc.stderr and "no_such_model_pkg" in proc.stderr
+    # A capability without examples is worth a warning: examples are what requests match best.
+    assert f"{path}: capabilities without examples: x;" in proc.stderr
     echo = tmp_path / "e.yaml"
     echo.write_text(
         "id: e-1\ntier: device\ncapabilities: [{name: x, description: y}]\n"
