@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from agentmesh.directory import Directory
@@ -33,6 +34,7 @@ from agentmesh.orchestration import (
 )
 from agentmesh.planning import (
     PLANNER_STEP_ID,
+    SINGLE_STEP_ID,
     looks_multipart,
     parse_plan_output,
     plan_schema,
@@ -261,8 +263,8 @@ class Router:
     def _send(self, outbox: list[tuple[str, Any, bool]]) -> None:
         for topic, message, retain in outbox:
             try:
-                self.client.publish_nowait(topic, message, retain=retain)
-            except AgentMeshError as exc:
+                self.client.publish_nowait(topic, message() if callable(message) else message, retain=retain)
+            except (AgentMeshError, ValueError) as exc:  # ValueError: an event that does not validate
                 log.warning("publish to %s failed: %s", topic, exc)
 
     def _event(
@@ -273,7 +275,9 @@ class Router:
         attempt: Attempt | None = None,
         detail: str = "",
     ) -> None:
-        event = TaskEvent(
+        # Built when it is sent: when lightly loaded that is after the assignment is on the wire.
+        event = partial(
+            TaskEvent,
             task_id=task.task_id,
             kind=kind,
             step_id=step.id if step else None,
@@ -335,7 +339,7 @@ class Router:
         planner = self._pick_planner(request.constraints) if wants_llm else None
         if planner is None:
             why = "single step" if not wants_llm else "single step (no planner agent online)"
-            self._use_plan(task, single_step_plan(request.text), why)
+            self._use_single_step(task, why)
             return
         step = Step(
             id=PLANNER_STEP_ID,
@@ -401,6 +405,16 @@ class Router:
         else:
             self._spawn(self._embed_then_plan(task, plan, how))
 
+    def _use_single_step(self, task: Task, how: str) -> None:
+        """``_use_plan(task, single_step_plan(text), how)`` without building and validating a Plan
+        per task: the request's own validation already guarantees a non-empty text."""
+        if task.request.text not in self._embedded:
+            self._use_plan(task, single_step_plan(task.request.text), how)
+            return
+        text = task.request.text
+        task.steps[SINGLE_STEP_ID] = Step(id=SINGLE_STEP_ID, instruction=text, query=text)
+        self._steps_set(task, [SINGLE_STEP_ID], how)
+
     async def _embed_then_plan(self, task: Task, plan: Plan, how: str) -> None:
         # Embedding a new query takes milliseconds of CPU: do it in a thread so the loop keeps
         # serving; matching afterwards hits the matcher's cache of prepared queries.
@@ -422,7 +436,10 @@ class Router:
                 depends_on=list(ps.depends_on),
                 tier=ps.tier,
             )
-        task.output_ids = plan.outputs()
+        self._steps_set(task, plan.outputs(), how)
+
+    def _steps_set(self, task: Task, output_ids: list[str], how: str) -> None:
+        task.output_ids = output_ids
         task.status = "running"
         for step in task.dag_steps():
             if not step.depends_on:

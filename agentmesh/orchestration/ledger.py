@@ -30,6 +30,13 @@ CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks(status) WHERE finished_at I
 """
 
 
+_UPSERT = (
+    "INSERT INTO tasks(task_id, status, state, updated_at, finished_at) VALUES (?,?,?,?,?) "
+    "ON CONFLICT(task_id) DO UPDATE SET status=excluded.status, state=excluded.state, "
+    "updated_at=excluded.updated_at, finished_at=excluded.finished_at"
+)
+
+
 class Ledger:
     """``background_checkpoint``: the owner calls ``checkpoint()`` (from a worker thread) instead of
     SQLite copying the WAL into the database, with its fsync, inside whichever commit crosses the
@@ -54,14 +61,20 @@ class Ledger:
 
     def save_many(self, tasks: Iterable[Task]) -> None:
         """Commit several tasks' states in one transaction."""
-        rows = [(t.task_id, t.status, t.model_dump_json(), time.time(), t.finished_at) for t in tasks]
-        with self._db:
-            self._db.executemany(
-                "INSERT INTO tasks(task_id, status, state, updated_at, finished_at) VALUES (?,?,?,?,?) "
-                "ON CONFLICT(task_id) DO UPDATE SET status=excluded.status, state=excluded.state, "
-                "updated_at=excluded.updated_at, finished_at=excluded.finished_at",
-                rows,
-            )
+        now = time.time()
+        rows = [(t.task_id, t.status, t.model_dump_json(), now, t.finished_at) for t in tasks]
+        if len(rows) == 1:
+            self._db.execute(_UPSERT, rows[0])  # autocommit: one statement is one transaction
+            return
+        # In autocommit mode each row of an executemany would be a transaction (and a WAL write)
+        # of its own.
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(_UPSERT, rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def get(self, task_id: str) -> Task | None:
         row = self._db.execute("SELECT state FROM tasks WHERE task_id=?", (task_id,)).fetchone()

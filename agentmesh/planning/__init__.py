@@ -1,6 +1,6 @@
 """Plans: validation, the single-step planner and the LLM planner's prompt and parser."""
 
-from agentmesh.planning.plan import plan_schema, single_step_plan, validate_plan
+from agentmesh.planning.plan import SINGLE_STEP_ID, plan_schema, single_step_plan, validate_plan
 from agentmesh.planning.planners import (
     PLANNER_STEP_ID,
     looks_multipart,
@@ -10,6 +10,7 @@ from agentmesh.planning.planners import (
 
 __all__ = [
     "PLANNER_STEP_ID",
+    "SINGLE_STEP_ID",
     "looks_multipart",
     "parse_plan_output",
     "plan_schema",

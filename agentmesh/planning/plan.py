@@ -35,8 +35,11 @@ def validate_plan(data: Any) -> Plan:
         raise PlanError(msg, field=".".join(loc) or None, step_id=step_id) from None
 
 
+SINGLE_STEP_ID = "s1"
+
+
 def single_step_plan(text: str) -> Plan:
-    return Plan(steps=[PlanStep(id="s1", instruction=text)])
+    return Plan(steps=[PlanStep(id=SINGLE_STEP_ID, instruction=text)])
 
 
 def plan_schema() -> dict[str, Any]:
