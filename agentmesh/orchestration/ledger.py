@@ -63,6 +63,8 @@ class Ledger:
         """Commit several tasks' states in one transaction."""
         now = time.time()
         rows = [(t.task_id, t.status, t.model_dump_json(), now, t.finished_at) for t in tasks]
+        if not rows:
+            return
         if len(rows) == 1:
             self._db.execute(_UPSERT, rows[0])  # autocommit: one statement is one transaction
             return

@@ -194,6 +194,20 @@ def test_ledger_round_trip_and_unfinished(tmp_path: Path) -> None:
     assert [t.task_id for t in again.unfinished()] == ["t1"]
 
 
+def test_ledger_saves_several_tasks_in_one_transaction(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite")
+    tasks = [Task(request=TaskRequest(task_id=f"t{i}", client_id="c", text="y")) for i in range(3)]
+    before = ledger._db.total_changes
+    ledger.save_many(tasks)
+    assert ledger._db.total_changes - before == 3 and not ledger._db.in_transaction
+    tasks[1].status = "done"
+    tasks[1].finished_at = time.time()
+    ledger.save_many(tasks[:2])
+    assert [t.task_id for t in ledger.unfinished()] == ["t0", "t2"]
+    ledger.save_many([])
+    assert not ledger._db.in_transaction
+
+
 def test_ledger_result_clearing_and_pruning(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite")
     old = Task(request=TaskRequest(task_id="old", client_id="c", text="y"), status="done", finished_at=100.0)
