@@ -93,7 +93,7 @@ def build_registry(cards: list[CapabilityVector], embedder: Embedder) -> Registr
 def evaluate_matcher(registry: Registry, queries: list[Query], weights: MatchWeights) -> dict[str, Any]:
     matcher = Matcher(registry, weights)
     matcher.embed_queries([q.text for q in queries])  # one batch; route() then hits the cache
-    top1 = top3 = 0
+    top1 = top3 = agent_top1 = 0
     misses = []
     start = time.perf_counter()
     for query in queries:
@@ -105,11 +105,16 @@ def evaluate_matcher(registry: Registry, queries: list[Query], weights: MatchWei
             misses.append({"query": query.text, "expect": sorted(query.expect), "got": got[:3]})
         if any(g in query.expect for g in got[:3]):
             top3 += 1
+        # A StepAssignment names no capability: a sibling capability of the right agent still
+        # sends the step to the right place.
+        if matches and any(e.split("/")[0] == matches[0].agent_id for e in query.expect):
+            agent_top1 += 1
     elapsed = time.perf_counter() - start
     n = len(queries)
     return {
         "top1": top1 / n,
         "top3": top3 / n,
+        "agent_top1": agent_top1 / n,
         "ms_per_query": 1000 * elapsed / n,
         "misses": misses,
     }
