@@ -46,7 +46,6 @@ from agentmesh.protocol import (
     Constraints,
     Plan,
     Presence,
-    StepAssignment,
     StepResult,
     TaskEvent,
     TaskRequest,
@@ -55,6 +54,8 @@ from agentmesh.protocol import (
     Topics,
     decode,
     encode,
+    encode_assignment,
+    encode_event,
 )
 from agentmesh.protocol.messages import EventKind
 from agentmesh.protocol.messages import TaskStatus as FinalStatus
@@ -107,6 +108,7 @@ class Router:
             else BrokerAddress.resolve(broker or self.config.broker)
         )
         self.topics = Topics(self.config.namespace)
+        self._reply_to = self.topics.router_results(self.config.router_id)
         self.registry = Registry(embedder) if embedder is not None else Registry()
         self.matcher = Matcher(self.registry, self.config.matching)
         self.client = MqttClient(
@@ -124,7 +126,8 @@ class Router:
         self._tasks: dict[str, Task] = {}
         self._waiting: deque[_Waiting] = deque()
         self._dirty: dict[str, Task] = {}
-        self._outbox: list[tuple[str, Any, bool]] = []
+        # (topic, payload or a callable that makes it, retain, is an assignment)
+        self._outbox: list[tuple[str, Any, bool, bool]] = []
         # Queries known to be in the embedder's cache: matching them needs no worker thread.
         self._embedded: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[Any]] = set()
@@ -241,8 +244,8 @@ class Router:
     def _save(self, task: Task) -> None:
         self._dirty[task.task_id] = task
 
-    def _publish(self, topic: str, message: Any, *, retain: bool = False) -> None:
-        self._outbox.append((topic, message, retain))
+    def _publish(self, topic: str, message: Any, *, retain: bool = False, assignment: bool = False) -> None:
+        self._outbox.append((topic, message, retain, assignment))
 
     def _flush(self) -> None:
         if self._dirty:
@@ -253,18 +256,18 @@ class Router:
         if len(self._tasks) <= _EAGER_UP_TO:
             # Lightly loaded: assignments go on the wire now, so the agent starts while the events
             # are encoded and sent. Under load everything waits for the one send per loop turn.
-            assignments = [item for item in outbox if isinstance(item[1], StepAssignment)]
+            assignments = [item for item in outbox if item[3]]
             if assignments:
                 self._send(assignments)
                 self.client.flush()
-                outbox = [item for item in outbox if not isinstance(item[1], StepAssignment)]
+                outbox = [item for item in outbox if not item[3]]
         self._send(outbox)
 
-    def _send(self, outbox: list[tuple[str, Any, bool]]) -> None:
-        for topic, message, retain in outbox:
+    def _send(self, outbox: list[tuple[str, Any, bool, bool]]) -> None:
+        for topic, message, retain, _ in outbox:
             try:
                 self.client.publish_nowait(topic, message() if callable(message) else message, retain=retain)
-            except (AgentMeshError, ValueError) as exc:  # ValueError: an event that does not validate
+            except (AgentMeshError, ValueError) as exc:  # ValueError: an event text pydantic cannot encode
                 log.warning("publish to %s failed: %s", topic, exc)
 
     def _event(
@@ -275,11 +278,11 @@ class Router:
         attempt: Attempt | None = None,
         detail: str = "",
     ) -> None:
-        # Built when it is sent: when lightly loaded that is after the assignment is on the wire.
+        # Encoded when it is sent: when lightly loaded that is after the assignment is on the wire.
         event = partial(
-            TaskEvent,
-            task_id=task.task_id,
-            kind=kind,
+            encode_event,
+            task.task_id,
+            kind,
             step_id=step.id if step else None,
             agent_id=attempt.agent_id if attempt else None,
             tier=attempt.tier if attempt else None,
@@ -583,12 +586,12 @@ class Router:
 
     def _send_assignment(self, task: Task, step: Step, attempt: Attempt, timeout: float) -> None:
         planner = step.id == PLANNER_STEP_ID
-        assignment = StepAssignment(
+        assignment = encode_assignment(
             task_id=task.task_id,
             step_id=step.id,
             attempt=attempt.attempt,
             router_id=self.config.router_id,
-            reply_to=self.topics.router_results(self.config.router_id),
+            reply_to=self._reply_to,
             instruction=step.instruction,
             inputs={d: task.steps[d].output for d in step.depends_on if d in task.steps},
             previous=None if planner else step.previous(),
@@ -596,7 +599,7 @@ class Router:
             max_tokens=self.config.max_tokens,
             response_format=plan_schema() if planner else None,
         )
-        self._publish(self.topics.inbox(attempt.agent_id), assignment)
+        self._publish(self.topics.inbox(attempt.agent_id), assignment, assignment=True)
 
     # ---- results -----------------------------------------------------------------------------
 
@@ -704,15 +707,14 @@ class Router:
         task.error = error
         task.finished_at = time.time()
         self._save(task)
-        result = task.result()
         # The final event before the result: a client that stops listening when the result
         # arrives has then seen every event.
-        self._event(task, status, detail=error or result.output[:200])
-        self._publish_result(task, result)
+        self._event(task, status, detail=error or task.outputs()[1][:200])
+        self._publish_result(task)
         self._tasks.pop(task.task_id, None)
 
-    def _publish_result(self, task: Task, result: TaskResult | None = None) -> None:
-        payload = encode(result or task.result())  # once for both topics
+    def _publish_result(self, task: Task) -> None:
+        payload = task.result_payload()  # once for both topics
         self._publish(self.topics.result(task.task_id), payload, retain=True)
         if task.request.reply_to:
             self._publish(task.request.reply_to, payload)

@@ -11,10 +11,13 @@ it is pending and all its dependencies are done.
 from __future__ import annotations
 
 import time
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
+from agentmesh.planning.planners import PLANNER_STEP_ID
 from agentmesh.protocol import (
     TIERS,
     AttemptRecord,
@@ -29,6 +32,8 @@ from agentmesh.protocol import (
 AttemptStatus = Literal["dispatched", "ok", "error", "declined", "timeout", "offline", "cancelled"]
 StepStatus = Literal["pending", "waiting", "dispatched", "done", "failed"]
 TaskStatus = Literal["planning", "running", "done", "failed", "rejected"]
+
+_RESULT_TYPE = TaskResult.model_fields["type"].default
 
 
 class _State(BaseModel):
@@ -110,6 +115,29 @@ class Step(_State):
             attempts=[a.record() for a in self.attempts],
         )
 
+    def record_data(self) -> dict[str, Any]:
+        """``record()`` as the plain data it encodes to (None fields left out)."""
+        kept = self.attempts[self.accepted] if self.accepted is not None else self.current
+        data: dict[str, Any] = {"id": self.id, "status": self.status}
+        if kept is not None:
+            data["agent_id"] = kept.agent_id
+            data["tier"] = kept.tier
+        attempts = []
+        for a in self.attempts:
+            item: dict[str, Any] = {
+                "attempt": a.attempt,
+                "agent_id": a.agent_id,
+                "tier": a.tier,
+                "status": a.status,
+            }
+            if a.confidence is not None:
+                item["confidence"] = a.confidence
+            if a.reason is not None:
+                item["reason"] = a.reason
+            attempts.append(item)
+        data["attempts"] = attempts
+        return data
+
     def previous(self) -> PreviousAttempt | None:
         """The weak attempt handed to the next agent, so it can improve on it."""
         for a in reversed(self.attempts):
@@ -139,8 +167,6 @@ class Task(_State):
         return self.status in ("done", "failed", "rejected")
 
     def dag_steps(self) -> list[Step]:
-        from agentmesh.planning import PLANNER_STEP_ID
-
         return [s for s in self.steps.values() if s.id != PLANNER_STEP_ID]
 
     def ready(self) -> list[Step]:
@@ -166,16 +192,58 @@ class Task(_State):
         ]
 
     def usage(self) -> Usage:
-        total = Usage()
-        for step in self.steps.values():
-            for a in step.attempts:
-                total = total + a.usage
-        return total
+        # One Usage for the totals, not one per attempt added.
+        attempts = [a.usage for step in self.steps.values() for a in step.attempts]
+        return Usage(
+            prompt_tokens=sum(u.prompt_tokens for u in attempts),
+            completion_tokens=sum(u.completion_tokens for u in attempts),
+            latency_ms=sum((u.latency_ms for u in attempts), 0.0),
+            cost_usd=sum((u.cost_usd for u in attempts), 0.0),
+        )
+
+    def result_payload(self, sent_at: datetime | None = None) -> bytes:
+        """``encode(self.result())`` without building and validating the TaskResult and its record
+        models (every value here was validated on its way in): pydantic's own serializer over plain
+        data, on the path of every task's result. Tests compare the two."""
+        status = self.final_status()
+        outputs, output = self.outputs()
+        end = self.finished_at or time.time()
+        data: dict[str, Any] = {
+            "sent_at": sent_at or datetime.now(UTC),
+            "type": _RESULT_TYPE,
+            "task_id": self.task_id,
+            "status": status,
+            "output": output,
+            "outputs": outputs,
+        }
+        if self.error is not None:
+            data["error"] = self.error
+        usage = self.usage()
+        data["steps"] = [s.record_data() for s in self.steps.values()]
+        data["usage"] = {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "latency_ms": usage.latency_ms,
+            "cost_usd": usage.cost_usd,
+        }
+        data["cloud_steps"] = sum(1 for s in self.dag_steps() if any(a.tier == "cloud" for a in s.attempts))
+        data["escalations"] = self.escalations
+        data["elapsed_ms"] = max(0.0, (end - self.started_at) * 1000.0)
+        return to_json(data)
+
+    def final_status(self) -> Literal["done", "failed", "rejected"]:
+        return self.status if self.status in ("done", "failed", "rejected") else "failed"
+
+    def outputs(self) -> tuple[dict[str, str], str]:
+        """The done steps' outputs, and the task's output (its output steps', when it is done)."""
+        outputs = {s.id: s.output for s in self.dag_steps() if s.status == "done"}
+        if self.final_status() != "done":
+            return outputs, ""
+        return outputs, "\n\n".join(outputs[i] for i in self.output_ids if i in outputs)
 
     def result(self) -> TaskResult:
-        status = self.status if self.status in ("done", "failed", "rejected") else "failed"
-        outputs = {s.id: s.output for s in self.dag_steps() if s.status == "done"}
-        output = "\n\n".join(outputs[i] for i in self.output_ids if i in outputs) if status == "done" else ""
+        status = self.final_status()
+        outputs, output = self.outputs()
         cloud = sum(1 for s in self.dag_steps() if any(a.tier == "cloud" for a in s.attempts))
         end = self.finished_at or time.time()
         return TaskResult(

@@ -1,6 +1,6 @@
 """The wire contract: topics, messages, limits. No I/O."""
 
-from agentmesh.protocol.codec import decode, encode, parse
+from agentmesh.protocol.codec import decode, encode, encode_assignment, encode_event, parse
 from agentmesh.protocol.dag import dag_problem, topological_order
 from agentmesh.protocol.limits import DEFAULT_NAMESPACE, ID_PATTERN, MAX_PAYLOAD_BYTES
 from agentmesh.protocol.messages import (
@@ -66,6 +66,8 @@ __all__ = [
     "dag_problem",
     "decode",
     "encode",
+    "encode_assignment",
+    "encode_event",
     "parse",
     "topological_order",
     "utcnow",

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from agentmesh.errors import PayloadTooLarge, ProtocolError
 from agentmesh.protocol.limits import MAX_PAYLOAD_BYTES
 from agentmesh.protocol.messages import (
     CapabilityVector,
+    EventKind,
     Message,
     Presence,
+    PreviousAttempt,
     RuleError,
     StepAssignment,
     StepResult,
     TaskEvent,
     TaskRequest,
     TaskResult,
+    Tier,
 )
 from agentmesh.protocol.topics import TopicKind, Topics
 
@@ -37,12 +42,83 @@ MESSAGE_FOR_TOPIC: Mapping[TopicKind, type[Message]] = MappingProxyType(
     }
 )
 
+_EVENT_TYPE = TaskEvent.model_fields["type"].default
+
+_ASSIGN_TYPE = StepAssignment.model_fields["type"].default
+
 # Retained topics where an empty payload is the broker's way of clearing state.
 CLEARABLE = frozenset({TopicKind.VCV, TopicKind.AGENT_PRESENCE, TopicKind.RESULT, TopicKind.ROUTER_PRESENCE})
 
 
 def encode(message: Message) -> bytes:
     return message.model_dump_json(exclude_none=True).encode()
+
+
+def encode_event(
+    task_id: str,
+    kind: EventKind,
+    *,
+    step_id: str | None = None,
+    agent_id: str | None = None,
+    tier: Tier | None = None,
+    detail: str = "",
+    sent_at: datetime | None = None,
+) -> bytes:
+    """``encode(TaskEvent(...))`` of fields the caller vouches for, without building and validating
+    the model: a router writes five events per task, and this is pydantic's own serializer at
+    about a third of the cost. Same fields, order and formatting (tests compare the two)."""
+    event: dict[str, Any] = {
+        "sent_at": sent_at or datetime.now(UTC),
+        "type": _EVENT_TYPE,
+        "task_id": task_id,
+        "kind": kind,
+    }
+    if step_id is not None:
+        event["step_id"] = step_id
+    if agent_id is not None:
+        event["agent_id"] = agent_id
+    if tier is not None:
+        event["tier"] = tier
+    event["detail"] = detail
+    return to_json(event)
+
+
+def encode_assignment(
+    *,
+    task_id: str,
+    step_id: str,
+    attempt: int,
+    router_id: str,
+    reply_to: str,
+    instruction: str,
+    inputs: dict[str, str],
+    previous: PreviousAttempt | None,
+    deadline_s: float,
+    max_tokens: int | None,
+    response_format: dict[str, Any] | None,
+    sent_at: datetime | None = None,
+) -> bytes:
+    """``encode(StepAssignment(...))`` of fields the router vouches for (each was validated on its
+    way in, or is the router's own), at a quarter of the cost, on the path of every step."""
+    data: dict[str, Any] = {
+        "sent_at": sent_at or datetime.now(UTC),
+        "type": _ASSIGN_TYPE,
+        "task_id": task_id,
+        "step_id": step_id,
+        "attempt": attempt,
+        "router_id": router_id,
+        "reply_to": reply_to,
+        "instruction": instruction,
+        "inputs": inputs,
+    }
+    if previous is not None:
+        data["previous"] = previous.model_dump()
+    data["deadline_s"] = float(deadline_s)
+    if max_tokens is not None:
+        data["max_tokens"] = max_tokens
+    if response_format is not None:
+        data["response_format"] = response_format
+    return to_json(data)
 
 
 def decode(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from agentmesh.orchestration import (
     tiers_above,
     why_not_escalated,
 )
-from agentmesh.protocol import Constraints, StepResult, TaskRequest, Usage
+from agentmesh.protocol import Constraints, StepResult, TaskRequest, Usage, encode
 
 
 def result(
@@ -249,3 +250,40 @@ def test_ledger_background_checkpoint_moves_commits_into_the_database(tmp_path: 
     ledger.checkpoint()
     assert in_database_file() == 600
     ledger.close()
+
+
+def _finished_variants() -> list[Task]:
+    running = make_task()
+    done = make_task()
+    for sid, step in done.steps.items():
+        step.status = "done"
+        step.attempts = [
+            Attempt(attempt=1, agent_id="dev-1", tier="device", status="error", reason="boom", family="f"),
+            Attempt(
+                attempt=2,
+                agent_id="cloud-1",
+                tier="cloud",
+                status="ok",
+                output=f"out {sid} é 😀\n",
+                confidence=0.75,
+                usage=Usage(prompt_tokens=3, completion_tokens=5, latency_ms=1.5, cost_usd=0.25),
+            ),
+        ]
+        step.accepted = 1
+    done.status, done.escalations, done.finished_at = "done", 4, done.started_at + 0.5
+    failed = make_task()
+    failed.steps["a"].status = "failed"
+    failed.steps["a"].attempts = [Attempt(attempt=1, agent_id="x", tier="edge", status="timeout")]
+    failed.status, failed.error, failed.finished_at = "failed", "step a failed: timeout", time.time()
+    rejected = Task(request=TaskRequest(task_id="t9", client_id="c1", text="x"), status="rejected")
+    rejected.error = "no agent can serve step s1"
+    return [running, done, failed, rejected]
+
+
+@pytest.mark.parametrize("task", _finished_variants())
+def test_result_payload_is_the_encoded_result(task: Task) -> None:
+    sent_at = datetime(2026, 11, 30, 17, 9, 21, 56733, tzinfo=UTC)
+    if task.finished_at is None:
+        task.finished_at = task.started_at + 0.25  # elapsed_ms must not move between the two
+    expected = encode(task.result().model_copy(update={"sent_at": sent_at}))
+    assert task.result_payload(sent_at=sent_at) == expected

@@ -17,6 +17,7 @@ from agentmesh.protocol import (
     Plan,
     PlanStep,
     Presence,
+    PreviousAttempt,
     StepAssignment,
     StepResult,
     TaskEvent,
@@ -28,6 +29,8 @@ from agentmesh.protocol import (
     dag_problem,
     decode,
     encode,
+    encode_assignment,
+    encode_event,
     parse,
     topological_order,
 )
@@ -622,3 +625,39 @@ def test_dag_helpers() -> None:
     assert topological_order({"x": [], "y": [], "z": ["x"]}) == ["x", "y", "z"]
     with pytest.raises(ValueError, match="cycle"):
         topological_order({"a": ["b"], "b": ["a"]})
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "accepted", "detail": "router r1"},
+        {"kind": "dispatched", "step_id": "s1", "agent_id": "echo-0", "tier": "device", "detail": "x"},
+        {"kind": "step_done", "step_id": "a.b_c-1", "agent_id": "a", "tier": "cloud"},
+        {"kind": "done", "detail": 'quote " backslash \\ newline \n control \x01 é € 😀 \u2028 end'},
+    ],
+)
+@pytest.mark.parametrize("microsecond", [0, 1, 500000, 56733])
+def test_encode_event_writes_what_encoding_the_model_writes(fields: dict[str, Any], microsecond: int) -> None:
+    sent_at = datetime(2026, 11, 30, 17, 9, 21, microsecond, tzinfo=UTC)
+    model = TaskEvent(task_id="0123abcd", sent_at=sent_at, **fields)
+    assert encode_event("0123abcd", sent_at=sent_at, **fields) == encode(model)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"inputs": {}, "previous": None, "deadline_s": 120.0, "max_tokens": 512, "response_format": None},
+        {"inputs": {"a": "out é\n", "b": ""}, "previous": None, "deadline_s": 0.5, "max_tokens": None,
+         "response_format": {"type": "object", "properties": {"steps": {"type": "array", "maxItems": 8}}}},
+        {"inputs": {}, "deadline_s": 60.0, "max_tokens": 1,
+         "previous": {"agent_id": "dev-1", "tier": "device", "output": "weak 😀", "reason": "low"},
+         "response_format": None},
+    ],
+)
+def test_encode_assignment_writes_what_encoding_the_model_writes(fields: dict[str, Any]) -> None:
+    sent_at = datetime(2026, 11, 30, 17, 9, 21, 500000, tzinfo=UTC)
+    common = {"task_id": "t1", "step_id": "s1", "attempt": 2, "router_id": "r1",
+              "reply_to": "ns/routers/r1/results", "instruction": "do \"it\"\n"}
+    model = StepAssignment(sent_at=sent_at, **common, **fields)
+    previous = PreviousAttempt(**fields["previous"]) if fields["previous"] else None
+    assert encode_assignment(sent_at=sent_at, **common, **{**fields, "previous": previous}) == encode(model)
