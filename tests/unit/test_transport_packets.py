@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -64,3 +65,26 @@ def test_puback_read_from_the_buffer_acknowledges_the_publish() -> None:
     assert acked == [(first.mid, 0x10), (second.mid, 0)]
     assert client._out_messages == {} and client._inflight_messages == 0
     assert first.is_published() and second.is_published()
+
+
+def test_received_publishes_leave_no_garbage_cycles() -> None:
+    """paho's per-topic callback lookup made a reference cycle per message; every process paid
+    for it in garbage collections."""
+    client = _client(paho.MQTTv5)
+    got: list[bytes] = []
+    client.on_message = lambda c, u, msg: got.append(bytes(msg.payload))
+    topic = b"agentmesh/v1/routers/r1/results"
+    body = len(topic).to_bytes(2, "big") + topic + (7).to_bytes(2, "big") + b"\x00" + b"x" * 300
+    packet = b"\x32" + bytes([len(body) & 0x7F | 0x80, len(body) >> 7]) + body
+    sock: Any = client._sock
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(50):
+            sock.inbound = packet
+            client.loop_read()
+            client._out_packet.clear()  # the PUBACKs
+        assert len(got) == 50
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
