@@ -247,9 +247,12 @@ class _LoopClient(paho.Client):
     empty but the buffer is not). And paho decodes every PUBACK into new ReasonCode and Properties
     objects; a PUBACK without properties reuses one of each. Past the in-flight limit paho queues
     QoS 1 publishes and, on every PUBACK, walks all unacknowledged ones for a queued one to
-    release; ``publish`` and ``_update_inflight`` keep the queued ones in a FIFO instead. These
-    methods, paho's packet dicts and its message bookkeeping are private paho API as well (checked
-    below).
+    release; ``publish`` and ``_update_inflight`` keep the queued ones in a FIFO instead. A QoS 1
+    publish under that limit is built here (``_publish_qos1``), and a PUBACK whole in the read
+    buffer is completed here (``_packet_read``), each at about half of paho's cost; a received
+    message skips paho's per-topic callback lookup, which left a reference cycle per message.
+    These methods, paho's packet dicts and its message bookkeeping are private paho API as well
+    (checked below).
     """
 
     prepared: Any = None  # the socket for the next reconnect(), set on the loop thread
