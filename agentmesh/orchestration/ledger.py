@@ -27,7 +27,18 @@ CREATE TABLE IF NOT EXISTS tasks (
     cleared INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks(status) WHERE finished_at IS NULL;
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(cleared, finished_at) WHERE finished_at IS NOT NULL;
 """
+
+# Housekeeping runs these every few seconds over days of finished tasks: each is a range of the
+# tasks_finished index, not a scan of the table.
+FINISHED_SINCE = (
+    "SELECT state FROM tasks WHERE finished_at IS NOT NULL AND cleared = 0 AND finished_at >= ?"
+)
+RESULTS_TO_CLEAR = (
+    "SELECT task_id FROM tasks WHERE finished_at IS NOT NULL AND cleared = 0 AND finished_at < ?"
+)
+PRUNE = "DELETE FROM tasks WHERE finished_at IS NOT NULL AND cleared = 1 AND finished_at < ?"
 
 
 _UPSERT = (
@@ -90,28 +101,20 @@ class Ledger:
             yield Task.model_validate_json(state)
 
     def finished_since(self, since: float) -> Iterator[Task]:
-        rows = self._db.execute(
-            "SELECT state FROM tasks WHERE finished_at IS NOT NULL AND finished_at >= ? AND cleared = 0",
-            (since,),
-        ).fetchall()
+        rows = self._db.execute(FINISHED_SINCE, (since,)).fetchall()
         for (state,) in rows:
             yield Task.model_validate_json(state)
 
     def results_to_clear(self, before: float) -> list[str]:
         """Finished tasks whose retained result is older than ``before`` and still on the broker."""
-        rows = self._db.execute(
-            "SELECT task_id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? AND cleared = 0",
-            (before,),
-        ).fetchall()
+        rows = self._db.execute(RESULTS_TO_CLEAR, (before,)).fetchall()
         return [tid for (tid,) in rows]
 
     def mark_cleared(self, task_id: str) -> None:
         self._db.execute("UPDATE tasks SET cleared = 1 WHERE task_id=?", (task_id,))
 
     def prune(self, before: float) -> int:
-        cur = self._db.execute(
-            "DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? AND cleared = 1", (before,)
-        )
+        cur = self._db.execute(PRUNE, (before,))
         return cur.rowcount
 
     def checkpoint(self) -> None:

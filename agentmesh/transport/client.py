@@ -187,19 +187,13 @@ _COALESCE_MAX = 64 * 1024
 _READ_SIZE = 64 * 1024
 
 
-# Nothing ever waits on a publish's MQTTMessageInfo here (no wait_for_publish: PUBACKs resolve
-# futures on the loop), so one shared Condition serves them all instead of a new one (and its
-# RLock) per message.
-_NO_WAITERS = threading.Condition()
-
-
 class _Info(paho.MQTTMessageInfo):
     __slots__ = ()
 
-    def __init__(self, mid: int) -> None:
+    def __init__(self, mid: int, condition: threading.Condition) -> None:
         self.mid = mid
         self._published = False
-        self._condition = _NO_WAITERS
+        self._condition = condition
         self.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
         self._iterpos = 0
 
@@ -209,7 +203,9 @@ class _OutMessage(paho.MQTTMessage):
 
     __slots__ = ()
 
-    def __init__(self, mid: int, topic: bytes, payload: bytes, retain: bool) -> None:
+    def __init__(
+        self, mid: int, topic: bytes, payload: bytes, retain: bool, condition: threading.Condition
+    ) -> None:
         self.timestamp = 0.0
         self.state = MessageState.MQTT_MS_WAIT_FOR_PUBACK
         self.dup = False
@@ -218,7 +214,7 @@ class _OutMessage(paho.MQTTMessage):
         self.payload = payload
         self.qos = 1
         self.retain = retain
-        self.info = _Info(mid)
+        self.info = _Info(mid, condition)
         self.properties = None
 
 
@@ -263,6 +259,10 @@ class _LoopClient(paho.Client):
         self._puback_props = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
         self._inbuf = bytearray()
         self._queued: deque[paho.MQTTMessage] = deque()  # QoS 1 publishes over the in-flight limit
+        # Nothing waits on a publish's MQTTMessageInfo here (no wait_for_publish: PUBACKs resolve
+        # futures on the loop), so one Condition serves them all instead of a new one (and its
+        # RLock) per message.
+        self._no_waiters = threading.Condition()
 
     @property
     def buffered(self) -> bool:
@@ -410,7 +410,7 @@ class _LoopClient(paho.Client):
         out = self._out_messages
         if mid in out:  # 65535 unacknowledged: paho reports it
             return super().publish(topic, payload, 1, bool(retain))
-        message = _OutMessage(mid, topic_bytes, payload, bool(retain))
+        message = _OutMessage(mid, topic_bytes, payload, bool(retain), self._no_waiters)
         out[mid] = message
         self._inflight_messages += 1
         size = 4 + len(topic_bytes) + len(payload) + (1 if self._protocol == paho.MQTTv5 else 0)
