@@ -226,14 +226,20 @@ def test_ledger_result_clearing_and_pruning(tmp_path: Path) -> None:
     assert not ledger.exists("old")
 
 
-def test_ledger_housekeeping_queries_use_an_index_not_a_table_scan(tmp_path: Path) -> None:
-    # The router runs them every few seconds over days of finished tasks.
+def test_ledger_restart_and_housekeeping_queries_use_an_index_not_a_table_scan(tmp_path: Path) -> None:
+    # Housekeeping runs every few seconds, and a restart once, over days of finished tasks.
     from agentmesh.orchestration import ledger as ledger_module
 
     ledger = Ledger(tmp_path / "l.sqlite")
-    for sql in (ledger_module.FINISHED_SINCE, ledger_module.RESULTS_TO_CLEAR, ledger_module.PRUNE):
-        plan = " ".join(row[-1] for row in ledger._db.execute("EXPLAIN QUERY PLAN " + sql, (1.0,)))
-        assert "tasks_finished" in plan, (sql, plan)
+    queries = [
+        (ledger_module.UNFINISHED, ()),
+        (ledger_module.FINISHED_SINCE, (1.0,)),
+        (ledger_module.RESULTS_TO_CLEAR, (1.0,)),
+        (ledger_module.PRUNE, (1.0,)),
+    ]
+    for sql, args in queries:
+        plan = " ".join(row[-1] for row in ledger._db.execute("EXPLAIN QUERY PLAN " + sql, args))
+        assert "USING INDEX tasks_lifecycle" in plan, (sql, plan)
 
 
 def test_ledger_background_checkpoint_moves_commits_into_the_database(tmp_path: Path) -> None:
