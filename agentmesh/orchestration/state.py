@@ -106,17 +106,10 @@ class Step(_State):
         return best
 
     def record(self) -> StepRecord:
-        kept = self.attempts[self.accepted] if self.accepted is not None else self.current
-        return StepRecord(
-            id=self.id,
-            status=self.status,
-            agent_id=kept.agent_id if kept else None,
-            tier=kept.tier if kept else None,
-            attempts=[a.record() for a in self.attempts],
-        )
+        return StepRecord.model_validate(self.record_data())
 
     def record_data(self) -> dict[str, Any]:
-        """``record()`` as the plain data it encodes to (None fields left out)."""
+        """The step's record in the TaskResult as plain data (None fields left out)."""
         kept = self.attempts[self.accepted] if self.accepted is not None else self.current
         data: dict[str, Any] = {"id": self.id, "status": self.status}
         if kept is not None:
@@ -202,9 +195,10 @@ class Task(_State):
         )
 
     def result_payload(self, sent_at: datetime | None = None) -> bytes:
-        """``encode(self.result())`` without building and validating the TaskResult and its record
-        models (every value here was validated on its way in): pydantic's own serializer over plain
-        data, on the path of every task's result. Tests compare the two."""
+        """The encoded TaskResult, without building and validating it and its record models (every
+        value here was validated on its way in): pydantic's own serializer over plain data, on the
+        path of every task's result. ``result()`` parses it, and tests check that it round-trips
+        to the same bytes."""
         status = self.final_status()
         outputs, output = self.outputs()
         end = self.finished_at or time.time()
@@ -242,19 +236,4 @@ class Task(_State):
         return outputs, "\n\n".join(outputs[i] for i in self.output_ids if i in outputs)
 
     def result(self) -> TaskResult:
-        status = self.final_status()
-        outputs, output = self.outputs()
-        cloud = sum(1 for s in self.dag_steps() if any(a.tier == "cloud" for a in s.attempts))
-        end = self.finished_at or time.time()
-        return TaskResult(
-            task_id=self.task_id,
-            status=status,
-            output=output,
-            outputs=outputs,
-            error=self.error,
-            steps=[s.record() for s in self.steps.values()],
-            usage=self.usage(),
-            cloud_steps=cloud,
-            escalations=self.escalations,
-            elapsed_ms=max(0.0, (end - self.started_at) * 1000.0),
-        )
+        return TaskResult.model_validate_json(self.result_payload())
