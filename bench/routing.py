@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agentmesh.protocol import CapabilityVector, Presence  # noqa: E402
-from agentmesh.registry import MINILM_NAME, MiniLMEmbedder, Registry, normalize_rows  # noqa: E402
+from agentmesh.registry import TUNED_MINILM_NAME, MiniLMEmbedder, Registry, normalize_rows  # noqa: E402
 from agentmesh.registry.text import terms  # noqa: E402
 from agentmesh.routing import Matcher, MatchWeights  # noqa: E402
 from agentmesh.routing.matcher import PreparedQuery  # noqa: E402
@@ -191,7 +191,7 @@ def cards_for(vectors: np.ndarray, texts: list[str], version: int = 1) -> list[C
                     "tier": "cloud",
                     "capabilities": caps,
                     "embedding": {
-                        "model": MINILM_NAME,
+                        "model": TUNED_MINILM_NAME,  # MiniLMEmbedder() is the tuned model
                         "vectors": vectors[lo : lo + CAPS_PER_AGENT].tolist(),
                     },
                 }

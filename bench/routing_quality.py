@@ -3,7 +3,8 @@
 Loads a mesh of agent cards and labelled user requests (bench/data/), routes every request with the
 same Matcher and the same ranking that ``agentmesh match`` prints (tier ladder from device, default
 constraints: where the step goes, then the alternatives) and reports top-1 and top-3 capability
-accuracy; the same matcher without the intent bank (w_intent=0); and plain MiniLM cosine over each
+accuracy; the same matcher without the intent bank (w_intent=0) and with MiniLM as published
+instead of the tuned one (routing/tuning.py); and plain cosine of the published MiniLM over each
 capability's text (one vector per capability, best over all tiers) as the baseline, in the same run.
 
 Sets: main (tuned on), holdout (written before tuning, checked once per change), blind and blind2
@@ -147,15 +148,18 @@ def evaluate_cosine(
     return {"top1": top1 / len(queries), "top3": top3 / len(queries)}
 
 
-def run_set(name: str, embedder: Embedder, weights: MatchWeights, *, show_misses: bool) -> dict[str, Any]:
+def run_set(
+    name: str, embedder: Embedder, untuned: Embedder, weights: MatchWeights, *, show_misses: bool
+) -> dict[str, Any]:
     cards_path, queries_path, examples_path = SETS[name]
     cards = load_cards(cards_path, examples_path)
     queries = load_queries(queries_path, cards)
     registry = build_registry(cards, embedder)
     matcher = evaluate_matcher(registry, queries, weights)
     no_intents = evaluate_matcher(registry, queries, weights.model_copy(update={"w_intent": 0.0}))
-    baseline = evaluate_cosine(cards, queries, embedder)
-    baseline_desc = evaluate_cosine(cards, queries, embedder, description_only=True)
+    plain_model = evaluate_matcher(build_registry(cards, untuned), queries, weights)
+    baseline = evaluate_cosine(cards, queries, untuned)
+    baseline_desc = evaluate_cosine(cards, queries, untuned, description_only=True)
     result = {
         "set": name,
         "agents": len(cards),
@@ -164,6 +168,7 @@ def run_set(name: str, embedder: Embedder, weights: MatchWeights, *, show_misses
         "queries": len(queries),
         "matcher": matcher,
         "matcher_no_intents": {k: v for k, v in no_intents.items() if k != "misses"},
+        "matcher_untuned_minilm": {k: v for k, v in plain_model.items() if k != "misses"},
         "cosine_full_text": baseline,
         "cosine_description": baseline_desc,
     }
@@ -190,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     embedder = MiniLMEmbedder()
     overrides = dict(item.split("=", 1) for item in args.set)
     weights = MatchWeights.model_validate({**MatchWeights().model_dump(), **overrides})
-    results = [run_set(name, embedder, weights, show_misses=args.misses) for name in args.sets]
+    untuned = MiniLMEmbedder(tuned=False)
+    results = [run_set(name, embedder, untuned, weights, show_misses=args.misses) for name in args.sets]
 
     header = f"{'set':<10} {'agents':>6} {'caps':>5} {'queries':>7}  {'method':<34} {'top-1':>6} {'top-3':>6}"
     print(header)
@@ -199,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = [
             ("agentmesh match (ladder)", r["matcher"]),
             ("  the same without the intent bank", r["matcher_no_intents"]),
-            ("plain cosine, name+desc+tags+examples", r["cosine_full_text"]),
-            ("plain cosine, description", r["cosine_description"]),
+            ("  the same with MiniLM untuned", r["matcher_untuned_minilm"]),
+            ("plain cosine (untuned), full text", r["cosine_full_text"]),
+            ("plain cosine (untuned), description", r["cosine_description"]),
         ]
         for i, (label, m) in enumerate(rows):
             lead = (

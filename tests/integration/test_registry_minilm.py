@@ -62,16 +62,18 @@ def test_matcher_routes_by_meaning_with_minilm(minilm: MiniLMEmbedder) -> None:
             version=1,
             tier="edge",
             capabilities=[{"name": "weather", "description": "Weather forecasts."}],  # type: ignore[list-item]
-            embedding={"model": "sentence-transformers/all-MiniLM-L6-v2", "vectors": [[0.0] * 383 + [1.0]]},  # type: ignore[arg-type]
+            embedding={"model": minilm.model_name, "vectors": [[0.0] * 383 + [1.0]]},  # type: ignore[arg-type]
         ).model_dump_json()
     )
     assert registry.prepare(vcv).provided
+    # ... but vectors of the untuned model are not ours: the card's text is embedded instead.
+    assert vcv.embedding is not None
+    untuned = vcv.embedding.model_copy(update={"model": "all-MiniLM-L6-v2"})
+    assert not registry.prepare(vcv.model_copy(update={"embedding": untuned})).provided
 
 
-def test_the_intent_bank_bridges_a_factoid_to_a_general_knowledge_card(minilm: MiniLMEmbedder) -> None:
-    """A trivia question shares no words and little meaning with "Answer general-knowledge
-    questions"; its nearest bank examples are other trivia questions, whose intent is."""
-    registry = Registry(minilm)
+def _general_knowledge_mesh(embedder: MiniLMEmbedder) -> Registry:
+    registry = Registry(embedder)
     cards = [
         ("phone", "device", "quick_answer", "Answer short general-knowledge questions in a sentence or two."),
         ("notes", "device", "notes", "Take, search and tidy up the user's notes."),
@@ -89,15 +91,35 @@ def test_the_intent_bank_bridges_a_factoid_to_a_general_knowledge_card(minilm: M
                 capabilities=[{"name": name, "description": description}],  # type: ignore[list-item]
             ),
         )
-    queries = ["who discovered penicillin?", "which planet is the largest in the solar system"]
+    return registry
+
+
+FACTOIDS = ["who discovered penicillin?", "which planet is the largest in the solar system"]
+
+
+def test_the_intent_bank_bridges_a_factoid_to_a_general_knowledge_card() -> None:
+    """A trivia question shares no words and little meaning with "Answer general-knowledge
+    questions" in MiniLM as published; its nearest bank examples are other trivia questions,
+    whose intent is."""
+    registry = _general_knowledge_mesh(MiniLMEmbedder(tuned=False))
     with_bank = Matcher(registry)
     assert with_bank.intent_bank() is not None
-    for q in queries:
+    for q in FACTOIDS:
         assert [m.agent_id for m in with_bank.route(q)][:1] == ["phone"], q
     without = Matcher(registry, MatchWeights(w_intent=0))
     assert without.intent_bank() is None
-    for q in queries:
+    for q in FACTOIDS:
         assert [m.agent_id for m in without.route(q)][:1] != ["phone"], q
+
+
+def test_the_tuned_minilm_bridges_it_by_itself(minilm: MiniLMEmbedder) -> None:
+    """Tuned on the banks' request/skill pairs (routing/tuning.py), the model puts a trivia
+    question near the general-knowledge card with no bank at all, and with it too."""
+    assert minilm.tuned and minilm.model_name != MiniLMEmbedder(tuned=False).model_name
+    registry = _general_knowledge_mesh(minilm)
+    for weights in (MatchWeights(), MatchWeights(w_intent=0)):
+        for q in FACTOIDS:
+            assert [m.agent_id for m in Matcher(registry, weights).route(q)][:1] == ["phone"], q
 
 
 def test_the_shipped_intent_vectors_are_minilms(minilm: MiniLMEmbedder) -> None:
@@ -107,8 +129,10 @@ def test_the_shipped_intent_vectors_are_minilms(minilm: MiniLMEmbedder) -> None:
     np.testing.assert_allclose(shipped.description_vectors[:5], fresh, atol=2e-3)
 
 
-def test_a_teams_own_intents_bridge_its_jargon(minilm: MiniLMEmbedder, tmp_path: Path) -> None:
-    """The built-in bank knows no brewery; four example requests of the team's own do it."""
+def test_a_teams_own_intents_bridge_its_jargon(tmp_path: Path) -> None:
+    """The built-in bank knows no brewery; four example requests of the team's own do it (shown
+    with MiniLM as published, which misses without them)."""
+    minilm = MiniLMEmbedder(tuned=False)
     bank = tmp_path / "brewery.yaml"
     bank.write_text(
         "- intent: Report fermentation tank readings\n"

@@ -12,6 +12,7 @@ import yaml
 
 from agentmesh.errors import ConfigError
 from agentmesh.registry import HashingEmbedder
+from agentmesh.registry.embedder import TUNED_MINILM_PARAMS
 from agentmesh.routing.intents import BUILTIN_BANK, BUILTIN_VECTORS, IntentBank, parse_bank
 
 
@@ -121,6 +122,8 @@ def test_the_shipped_vectors_are_made_from_the_current_bank() -> None:
     with np.load(BUILTIN_VECTORS) as npz:
         # Stale after an edit of intents.yaml: run `python -m agentmesh.routing.intents`.
         assert str(npz["sha256"]) == hashlib.sha256(raw).hexdigest()
+        # ... and after retraining the tuned MiniLM (`python -m agentmesh.routing.tuning`).
+        assert str(npz["tuning_sha256"]) == hashlib.sha256(TUNED_MINILM_PARAMS.read_bytes()).hexdigest()
         assert npz["descriptions"].shape == (len(descriptions), 384)
         assert npz["examples"].shape == (sum(len(e) for e in examples), 384)
     assert len(descriptions) >= 50 and len(set(descriptions)) == len(descriptions)
