@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+import zipfile
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ def load_tuned_params(model: Any, path: Path) -> None:
     try:
         with np.load(path) as stored:
             values = {name: stored[name] for name in stored.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ModelError(f"cannot read the tuned parameters {path}: {exc}", model=TUNED_MINILM_NAME) from None
     params = dict(model.named_parameters())
     for name, value in values.items():

@@ -30,6 +30,9 @@ def test_parameters_that_do_not_fit_are_a_model_error(tmp_path: Path, stored: di
         load_tuned_params(torch.nn.Linear(3, 2), path)
     with pytest.raises(ModelError, match="cannot read"):
         load_tuned_params(torch.nn.Linear(3, 2), tmp_path / "missing.npz")
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ModelError, match="cannot read"):
+        load_tuned_params(torch.nn.Linear(3, 2), tmp_path / "bad.npz")
 
 
 def test_the_shipped_tuning_is_biases_and_layer_norms_only() -> None:
