@@ -144,7 +144,7 @@ class Router:
         await self.stop()
 
     async def start(self) -> None:
-        self.ledger = Ledger(self.config.ledger_path(), background_checkpoint=True)
+        self.ledger = Ledger(self.config.ledger_path(), background_checkpoint=True, pending_file=True)
         # Subscribed before connecting: results queued in our persistent session while the
         # router was down are delivered right after CONNACK and must have somewhere to land.
         results = await self.client.subscribe(self.topics.router_results(self.config.router_id))
@@ -237,9 +237,9 @@ class Router:
                 log.exception("%s loop: failed to handle a message on %s", name, raw.topic)
             self._flush()
 
-    # Write-ahead, batched: a handler marks tasks dirty and queues its messages; _flush() commits
-    # every dirty task in one transaction and only then sends the messages. So nothing goes out
-    # that the ledger does not hold, and a task costs one commit per handler, not one per change.
+    # Write-ahead, batched: a handler marks tasks dirty and queues its messages; _flush() writes
+    # every dirty task at once and only then sends the messages. So nothing goes out that the
+    # ledger does not hold, and a task costs one write per handler, not one per change.
 
     def _save(self, task: Task) -> None:
         self._dirty[task.task_id] = task
@@ -728,9 +728,13 @@ class Router:
             except Exception:
                 log.exception("router tick failed")
             self._flush()
+            assert self.ledger is not None
+            try:
+                self.ledger.apply_pending()  # off the tasks' path, many of them per transaction
+            except (sqlite3.Error, OSError) as exc:  # kept in the pending file; tried again next tick
+                log.warning("ledger: moving pending states into SQLite failed: %s", exc)
             if time.monotonic() - last_checkpoint >= 1.0:
                 last_checkpoint = time.monotonic()
-                assert self.ledger is not None
                 try:
                     await asyncio.to_thread(self.ledger.checkpoint)
                 except sqlite3.Error as exc:

@@ -243,7 +243,12 @@ async def test_a_router_killed_mid_task_and_restarted_finishes_it(
 ) -> None:
     mesh.agent("slow-1", kwargs={"delay_s": 3})
     log = mesh.tmp / "router.log"
-    router = start_router_process(router_yaml, mesh.broker, log)
+    # Ticks a minute apart: what the killed router wrote is still in its pending file, not yet in
+    # SQLite, so the restart has to replay it.
+    config = json.loads(router_yaml.read_text())
+    slow_ticks = router_yaml.with_name("router-slow-ticks.yaml")
+    slow_ticks.write_text(json.dumps({**config, "tick_s": 60}))
+    router = start_router_process(slow_ticks, mesh.broker, log)
     processes.append(router)
     async with MeshClient(mesh.broker.address) as client:
         # A task published before any router subscribed is lost (plain MQTT): wait for the
@@ -257,6 +262,7 @@ async def test_a_router_killed_mid_task_and_restarted_finishes_it(
                 break
         router.kill()  # SIGKILL mid-step: its Last Will marks it offline
         router.wait(10)
+        assert handle.task_id in Path(config["ledger"] + "-pending").read_text()
         await wait_router_online(mesh.broker, "router-k", state="offline")
         restarted = start_router_process(router_yaml, mesh.broker, log)
         processes.append(restarted)

@@ -268,6 +268,48 @@ def test_ledger_background_checkpoint_moves_commits_into_the_database(tmp_path: 
     ledger.close()
 
 
+def test_ledger_pending_file_holds_saves_until_applied(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = Ledger(path, pending_file=True)
+    task = make_task()
+    ledger.save(task)
+    task.status = "running"
+    ledger.save(task)
+    reader = Ledger(path)  # another process, e.g. agentmesh trace
+    assert ledger._db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0
+    assert ledger.exists("t1") and not reader.exists("t1")
+    for seen in (ledger.get("t1"), reader.get("t1")):  # the newest state, from the file
+        assert seen is not None and seen.status == "running"
+    assert ledger.apply_pending() == 1 and ledger.apply_pending() == 0
+    assert Path(ledger.pending_path or "").read_bytes() == b""
+    loaded = reader.get("t1")
+    assert loaded is not None and loaded.status == "running"
+    assert [t.task_id for t in reader.unfinished()] == ["t1"]
+    ledger.close()
+    assert not Path(str(path) + "-pending").exists()
+
+
+def test_ledger_pending_file_of_a_killed_owner_is_replayed_on_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "l.sqlite"
+    killed = Ledger(path, pending_file=True)
+    killed.save(make_task())
+    done = Task(request=TaskRequest(task_id="t2", client_id="c", text="y"), status="done", finished_at=5.0)
+    killed.save(done)
+    # ...and never closed. A line that is no saved task, and a last line cut short, are skipped.
+    with open(str(path) + "-pending", "ab") as f:
+        f.write(b"not a saved task\n")
+        f.write(b't3\trunning\t1.0\t\t{"request"')
+    with caplog.at_level("WARNING", logger="agentmesh.orchestration.ledger"):
+        again = Ledger(path, pending_file=True)
+    assert "line 3" in caplog.text and "incomplete last line" in caplog.text
+    assert [t.task_id for t in again.unfinished()] == ["t1"]
+    assert again.results_to_clear(before=10.0) == ["t2"]
+    assert Path(str(path) + "-pending").read_bytes() == b""
+    assert again.get("t3") is None
+
+
 def _finished_variants() -> list[Task]:
     running = make_task()
     done = make_task()
