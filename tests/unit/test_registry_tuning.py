@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agentmesh.errors import ModelError
-from agentmesh.registry.embedder import TUNED_MINILM_PARAMS, load_tuned_params
+from agentmesh.registry.embedder import LORA_A, LORA_B, TUNED_MINILM_PARAMS, load_tuned_params
 
 
 def test_tuned_parameters_replace_the_named_ones_only(tmp_path: Path) -> None:
@@ -35,8 +35,44 @@ def test_parameters_that_do_not_fit_are_a_model_error(tmp_path: Path, stored: di
         load_tuned_params(torch.nn.Linear(3, 2), tmp_path / "bad.npz")
 
 
-def test_the_shipped_tuning_is_biases_and_layer_norms_only() -> None:
+def test_low_rank_factors_add_their_product_to_the_weight(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 2)
+    weight = model.weight.detach().clone()
+    a = np.array([[1.0, 0.0, -1.0]], dtype=np.float16)  # rank 1: (rank, in)
+    b = np.array([[0.5], [2.0]], dtype=np.float16)  # (out, rank)
+    path = tmp_path / "t.npz"
+    np.savez(path, **{"bias": np.zeros(2), "weight" + LORA_A: a, "weight" + LORA_B: b})
+    load_tuned_params(model, path)
+    expected = weight + torch.from_numpy((b @ a).astype(np.float32))
+    torch.testing.assert_close(model.weight.detach(), expected)
+    assert model.bias.tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"weight" + LORA_A: np.zeros((1, 3))},  # no B
+        {"weight" + LORA_B: np.zeros((2, 1))},  # no A
+        {"weight" + LORA_A: np.zeros((1, 2)), "weight" + LORA_B: np.zeros((2, 1))},  # A too narrow
+        {"weight" + LORA_A: np.zeros((2, 3)), "weight" + LORA_B: np.zeros((2, 1))},  # ranks differ
+        {"nope" + LORA_A: np.zeros((1, 3)), "nope" + LORA_B: np.zeros((2, 1))},
+    ],
+)
+def test_low_rank_factors_that_do_not_fit_are_a_model_error(
+    tmp_path: Path, stored: dict[str, np.ndarray]
+) -> None:
+    path = tmp_path / "t.npz"
+    np.savez(path, **stored)  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match="does not fit"):
+        load_tuned_params(torch.nn.Linear(3, 2), path)
+
+
+def test_the_shipped_tuning_is_biases_layer_norms_and_low_rank_factors() -> None:
     with np.load(TUNED_MINILM_PARAMS) as stored:
         names = stored.files
-        assert sum(stored[n].size for n in names) < 100_000  # a small file, not a second model
-    assert names and all("bias" in n or "LayerNorm" in n for n in names)
+        sizes = {n: stored[n].size for n in names}
+        ranks = {stored[n].shape[0] for n in names if n.endswith(LORA_A)}
+    assert names and all("bias" in n or "LayerNorm" in n or n.endswith((LORA_A, LORA_B)) for n in names)
+    assert sum(sizes.values()) < 2_000_000  # a few MB, not a second model (22.7M numbers)
+    assert TUNED_MINILM_PARAMS.stat().st_size < 4_000_000
+    assert all(r <= 64 for r in ranks)
