@@ -17,6 +17,7 @@ Readers in other processes (``agentmesh trace``) read the file too, so they see 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
@@ -25,6 +26,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from agentmesh.errors import ConfigError
 from agentmesh.orchestration.state import Task
 
 log = logging.getLogger(__name__)
@@ -119,9 +121,20 @@ class Ledger:
         self._pending: dict[str, _Row] = {}
         self._pending_fd: int | None = None
         if pending_file and self.pending_path is not None:
+            self._pending_fd = os.open(self.pending_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                # Two owners would replay and truncate each other's writes (two routers given one
+                # ledger): the second is refused. The lock goes with the process, even on SIGKILL.
+                fcntl.flock(self._pending_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self._pending_fd)
+                self._db.close()
+                raise ConfigError(
+                    "the ledger is in use by another router; give each router its own ledger",
+                    path=self.path,
+                ) from None
             # What a killed owner wrote goes into SQLite before anything is read.
             self._pending = read_pending(self.pending_path)
-            self._pending_fd = os.open(self.pending_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             self.apply_pending()
             os.ftruncate(self._pending_fd, 0)  # also when it held only lines that were skipped
 
@@ -222,10 +235,10 @@ class Ledger:
     def close(self) -> None:
         if self._pending_fd is not None:
             self.apply_pending()
+            if self.pending_path is not None:
+                os.unlink(self.pending_path)  # while locked: a new owner's file must not be removed
             os.close(self._pending_fd)
             self._pending_fd = None
-            if self.pending_path is not None:
-                os.unlink(self.pending_path)
         with self._checkpoint_lock:
             if self._checkpointer is not None:
                 self._checkpointer.close()

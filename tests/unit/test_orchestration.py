@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agentmesh.errors import ConfigError
 from agentmesh.orchestration import (
     Attempt,
     EscalationPolicy,
@@ -276,6 +278,8 @@ def test_ledger_pending_file_holds_saves_until_applied(tmp_path: Path) -> None:
     task.status = "running"
     ledger.save(task)
     reader = Ledger(path)  # another process, e.g. agentmesh trace
+    with pytest.raises(ConfigError, match="in use by another router"):
+        Ledger(path, pending_file=True)
     assert ledger._db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0
     assert ledger.exists("t1") and not reader.exists("t1")
     for seen in (ledger.get("t1"), reader.get("t1")):  # the newest state, from the file
@@ -297,7 +301,10 @@ def test_ledger_pending_file_of_a_killed_owner_is_replayed_on_open(
     killed.save(make_task())
     done = Task(request=TaskRequest(task_id="t2", client_id="c", text="y"), status="done", finished_at=5.0)
     killed.save(done)
-    # ...and never closed. A line that is no saved task, and a last line cut short, are skipped.
+    # ...and never closed: the process dies, and its lock with it.
+    assert killed._pending_fd is not None
+    os.close(killed._pending_fd)
+    # A line that is no saved task, and a last line cut short, are skipped.
     with open(str(path) + "-pending", "ab") as f:
         f.write(b"not a saved task\n")
         f.write(b't3\trunning\t1.0\t\t{"request"')
