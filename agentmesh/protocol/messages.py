@@ -6,6 +6,7 @@ is exactly what it means. Every message carries ``type`` and ``sent_at`` (ISO 86
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -77,6 +78,21 @@ def _check_reply_topic(value: str) -> str:
         raise ValueError(f"{_short(value)} must not start with '$'")
     if len(value.encode("utf-8", "surrogatepass")) > 65535:
         raise ValueError("topic is longer than 65535 bytes")
+    return value
+
+
+def _check_finite(value: dict[str, Any]) -> dict[str, Any]:
+    # The float fields have allow_inf_nan=False (see _Model); free-form JSON needs the same rule,
+    # or a NaN/Infinity that pydantic's parser accepts would be encoded as null on the way out.
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("JSON has no NaN or Infinity")
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return value
 
 
@@ -292,7 +308,7 @@ class StepAssignment(_Message):
     previous: PreviousAttempt | None = None
     deadline_s: Annotated[float, Field(gt=0)]
     max_tokens: Annotated[int, Field(ge=1)] | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: Annotated[dict[str, Any], AfterValidator(_check_finite)] | None = None
 
 
 class Usage(_Model):

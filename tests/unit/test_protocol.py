@@ -314,6 +314,18 @@ def test_non_finite_numbers_are_rejected(literal: str) -> None:
     assert info.value.field == "deadline_s"
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_numbers_inside_free_form_json_are_rejected(literal: str) -> None:
+    # response_format is any JSON schema: the same rule holds at any depth (found by the fuzz test).
+    data = sample(TopicKind.INBOX)
+    data["response_format"]["properties"]["summary"]["maxLength"] = [1, {"x": 0.5}]
+    text = json.dumps(data).replace('{"x": 0.5}', f'{{"x": {literal}}}')
+    with pytest.raises(ProtocolError) as info:
+        parse(T.inbox("edge-summarizer.1"), text.encode())
+    assert info.value.field == "response_format"
+    parse(T.inbox("edge-summarizer.1"), json.dumps(data).encode())  # finite numbers pass
+
+
 def test_the_type_tag_must_match_the_topic() -> None:
     # A TaskRequest on an inbox topic, and every other wrong pairing.
     for topic_kind in KINDS:
