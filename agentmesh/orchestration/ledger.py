@@ -120,6 +120,7 @@ class Ledger:
         self._checkpoint_lock = threading.Lock()  # close() must not pull the connection from under it
         self._pending: dict[str, _Row] = {}
         self._pending_fd: int | None = None
+        self._pending_bytes = 0  # the file's length
         if pending_file and self.pending_path is not None:
             self._pending_fd = os.open(self.pending_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
@@ -149,8 +150,15 @@ class Ledger:
             return
         if self._pending_fd is not None:
             data = "".join(_line(row) for row in rows).encode()
-            while data:  # a regular file takes it all unless the disk is full (then write raises)
-                data = data[os.write(self._pending_fd, data) :]
+            try:
+                written = 0
+                while written < len(data):  # a regular file takes it all unless the disk is full
+                    written += os.write(self._pending_fd, data[written:])
+            except OSError:
+                # No half line may stay for the next save to be appended to.
+                os.ftruncate(self._pending_fd, self._pending_bytes)
+                raise
+            self._pending_bytes += written
             self._pending.update((row[0], row) for row in rows)
             return
         self._upsert(rows)
@@ -177,6 +185,7 @@ class Ledger:
         rows = list(self._pending.values())
         self._upsert(rows)
         os.ftruncate(self._pending_fd, 0)
+        self._pending_bytes = 0
         self._pending.clear()
         return len(rows)
 

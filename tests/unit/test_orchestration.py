@@ -317,6 +317,39 @@ def test_ledger_pending_file_of_a_killed_owner_is_replayed_on_open(
     assert again.get("t3") is None
 
 
+def test_ledger_pending_file_drops_the_half_line_of_a_failed_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from agentmesh.orchestration import ledger as ledger_module
+
+    path = tmp_path / "l.sqlite"
+    ledger = Ledger(path, pending_file=True)
+    ledger.save(make_task())
+    pending = Path(str(path) + "-pending")
+    size = pending.stat().st_size
+    real_write = os.write
+    calls: list[int] = []
+
+    def disk_fills_up(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ledger_module.os, "write", disk_fills_up)
+    with pytest.raises(OSError):
+        ledger.save(Task(request=TaskRequest(task_id="t2", client_id="c", text="y")))
+    monkeypatch.setattr(ledger_module.os, "write", real_write)
+    assert pending.stat().st_size == size and not ledger.exists("t2")
+    ledger.save(Task(request=TaskRequest(task_id="t3", client_id="c", text="z")))
+    assert ledger._pending_fd is not None
+    os.close(ledger._pending_fd)  # killed
+    again = Ledger(path, pending_file=True)
+    assert sorted(t.task_id for t in again.unfinished()) == ["t1", "t3"]
+
+
 def _finished_variants() -> list[Task]:
     running = make_task()
     done = make_task()
