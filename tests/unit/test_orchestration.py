@@ -293,6 +293,12 @@ def test_ledger_pending_file_holds_saves_until_applied(tmp_path: Path) -> None:
     assert not Path(str(path) + "-pending").exists()
 
 
+def _dies(ledger: Ledger) -> None:
+    """What a killed router leaves: its pending file, and no lock on it (the kernel drops it)."""
+    assert ledger._pending_fd is not None
+    os.close(ledger._pending_fd)
+
+
 def test_ledger_pending_file_of_a_killed_owner_is_replayed_on_open(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -301,9 +307,7 @@ def test_ledger_pending_file_of_a_killed_owner_is_replayed_on_open(
     killed.save(make_task())
     done = Task(request=TaskRequest(task_id="t2", client_id="c", text="y"), status="done", finished_at=5.0)
     killed.save(done)
-    # ...and never closed: the process dies, and its lock with it.
-    assert killed._pending_fd is not None
-    os.close(killed._pending_fd)
+    _dies(killed)  # ...without closing the ledger
     # A line that is no saved task, and a last line cut short, are skipped.
     with open(str(path) + "-pending", "ab") as f:
         f.write(b"not a saved task\n")
@@ -344,8 +348,7 @@ def test_ledger_pending_file_drops_the_half_line_of_a_failed_write(
     monkeypatch.setattr(ledger_module.os, "write", real_write)
     assert pending.stat().st_size == size and not ledger.exists("t2")
     ledger.save(Task(request=TaskRequest(task_id="t3", client_id="c", text="z")))
-    assert ledger._pending_fd is not None
-    os.close(ledger._pending_fd)  # killed
+    _dies(ledger)
     again = Ledger(path, pending_file=True)
     assert sorted(t.task_id for t in again.unfinished()) == ["t1", "t3"]
 
