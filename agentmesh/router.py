@@ -251,7 +251,16 @@ class Router:
         if self._dirty:
             assert self.ledger is not None
             dirty, self._dirty = self._dirty, {}
-            self.ledger.save_many(dirty.values())
+            try:
+                self.ledger.save_many(dirty.values())
+            except (OSError, sqlite3.Error) as exc:
+                # Nothing goes out that the ledger does not hold: the states and the messages wait
+                # for the next flush (the ticker's, at the latest), and the loop that got here lives.
+                self._dirty = {**dirty, **self._dirty}
+                log.error(
+                    "ledger write failed; %d message(s) held until it works: %s", len(self._outbox), exc
+                )
+                return
         outbox, self._outbox = self._outbox, []
         if len(self._tasks) <= _EAGER_UP_TO:
             # Lightly loaded: assignments go on the wire now, so the agent starts while the events

@@ -87,8 +87,9 @@ def read_pending(path: str) -> dict[str, _Row]:
     for number, raw in enumerate(lines[:-1], 1):
         try:
             task_id, status, updated, finished, state = raw.decode().split("\t", 4)
+            Task.model_validate_json(state)  # a bad state would stop every later restart
             rows[task_id] = (task_id, status, state, float(updated), float(finished) if finished else None)
-        except ValueError as exc:
+        except ValueError as exc:  # pydantic's ValidationError is one
             log.warning("ledger %s: skipped line %d, which is not a saved task: %s", path, number, exc)
     return rows
 
@@ -122,22 +123,25 @@ class Ledger:
         self._pending_fd: int | None = None
         self._pending_bytes = 0  # the file's length
         if pending_file and self.pending_path is not None:
-            self._pending_fd = os.open(self.pending_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.pending_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 # Two owners would replay and truncate each other's writes (two routers given one
                 # ledger): the second is refused. The lock goes with the process, even on SIGKILL.
-                fcntl.flock(self._pending_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(self._pending_fd)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._pending_fd = fd
+                # What a killed owner wrote goes into SQLite before anything is read.
+                self._pending = read_pending(self.pending_path)
+                self.apply_pending()
+                os.ftruncate(fd, 0)  # also when it held only lines that were skipped
+            except BaseException as exc:
+                os.close(fd)
                 self._db.close()
-                raise ConfigError(
-                    "the ledger is in use by another router; give each router its own ledger",
-                    path=self.path,
-                ) from None
-            # What a killed owner wrote goes into SQLite before anything is read.
-            self._pending = read_pending(self.pending_path)
-            self.apply_pending()
-            os.ftruncate(self._pending_fd, 0)  # also when it held only lines that were skipped
+                if isinstance(exc, BlockingIOError):
+                    raise ConfigError(
+                        "the ledger is in use by another router; give each router its own ledger",
+                        path=self.path,
+                    ) from None
+                raise
 
     def save(self, task: Task) -> None:
         self.save_many([task])
@@ -243,9 +247,9 @@ class Ledger:
 
     def close(self) -> None:
         if self._pending_fd is not None:
+            # The empty file stays: removing it would let a router that opened it meanwhile lock
+            # a file no one else can find, and replay.
             self.apply_pending()
-            if self.pending_path is not None:
-                os.unlink(self.pending_path)  # while locked: a new owner's file must not be removed
             os.close(self._pending_fd)
             self._pending_fd = None
         with self._checkpoint_lock:

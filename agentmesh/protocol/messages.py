@@ -85,14 +85,14 @@ def _check_finite(value: dict[str, Any]) -> dict[str, Any]:
     # The float fields have allow_inf_nan=False (see _Model); free-form JSON needs the same rule,
     # or a NaN/Infinity that pydantic's parser accepts would be encoded as null on the way out.
     pending: list[Any] = [value]
+    seen: set[int] = set()  # a dict built in Python may hold itself
     while pending:
         item = pending.pop()
         if isinstance(item, float) and not math.isfinite(item):
             raise ValueError("JSON has no NaN or Infinity")
-        if isinstance(item, dict):
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
+        if isinstance(item, dict | list) and id(item) not in seen:
+            seen.add(id(item))
+            pending.extend(item.values() if isinstance(item, dict) else item)
     return value
 
 

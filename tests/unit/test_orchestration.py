@@ -289,8 +289,8 @@ def test_ledger_pending_file_holds_saves_until_applied(tmp_path: Path) -> None:
     loaded = reader.get("t1")
     assert loaded is not None and loaded.status == "running"
     assert [t.task_id for t in reader.unfinished()] == ["t1"]
-    ledger.close()
-    assert not Path(str(path) + "-pending").exists()
+    ledger.close()  # the empty file stays (see close())
+    assert Path(str(path) + "-pending").read_bytes() == b""
 
 
 def _dies(ledger: Ledger) -> None:
@@ -351,6 +351,34 @@ def test_ledger_pending_file_drops_the_half_line_of_a_failed_write(
     _dies(ledger)
     again = Ledger(path, pending_file=True)
     assert sorted(t.task_id for t in again.unfinished()) == ["t1", "t3"]
+
+
+def test_router_holds_its_messages_while_the_ledger_cannot_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from agentmesh.orchestration import ledger as ledger_module
+    from agentmesh.registry import HashingEmbedder
+    from agentmesh.router import Router
+    from agentmesh.router_config import RouterConfig
+
+    router = Router(RouterConfig(ledger=str(tmp_path / "r.sqlite")), embedder=HashingEmbedder())
+    router.ledger = Ledger(router.config.ledger_path(), pending_file=True)
+    task = make_task()
+    router._save(task)
+    router._publish("agentmesh/v1/tasks/t1/events", b"{}")
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ledger_module.os, "write", full)
+    router._flush()  # no exception: the loop that flushes goes on
+    assert router._dirty == {"t1": task} and len(router._outbox) == 1  # nothing sent unsaved
+    monkeypatch.undo()
+    router._flush()  # the disk has room again (the send itself fails: no broker here)
+    assert router._dirty == {} and router._outbox == [] and router.ledger.exists("t1")
+    router.ledger.close()
 
 
 def _finished_variants() -> list[Task]:
