@@ -123,7 +123,7 @@ class Ledger:
         self._pending_fd: int | None = None
         self._pending_bytes = 0  # the file's length
         if pending_file and self.pending_path is not None:
-            fd = os.open(self.pending_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.pending_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 # Two owners would replay and truncate each other's writes (two routers given one
                 # ledger): the second is refused. The lock goes with the process, even on SIGKILL.
