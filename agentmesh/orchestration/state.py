@@ -22,7 +22,6 @@ from agentmesh.protocol import (
     TIERS,
     AttemptRecord,
     PreviousAttempt,
-    StepRecord,
     TaskRequest,
     TaskResult,
     Tier,
@@ -104,9 +103,6 @@ class Step(_State):
             if score > (b.confidence if b.confidence is not None else 1.0, TIERS.index(b.tier), best):
                 best = i
         return best
-
-    def record(self) -> StepRecord:
-        return StepRecord.model_validate(self.record_data())
 
     def record_data(self) -> dict[str, Any]:
         """The step's record in the TaskResult as plain data (None fields left out)."""
