@@ -57,6 +57,7 @@ from agentmesh.transport import BrokerAddress, MqttClient, RawMessage, Subscript
 log = logging.getLogger("agentmesh.agent")
 
 CLOCK_SKEW_S = 5.0
+STOP_PUBLISH_TIMEOUT_S = 5.0  # the router waits as long for its own offline presence
 
 
 @dataclass
@@ -200,7 +201,7 @@ class Agent:
             capacity=self.config.concurrency,
         )
 
-    async def _publish_presence(self, *, force: bool = False) -> None:
+    async def _publish_presence(self, *, force: bool = False, timeout: float = 30.0) -> None:
         client = self.client
         if client is None:
             return
@@ -210,7 +211,7 @@ class Agent:
         self._presence.published = now
         try:
             topic = self.topics.agent_presence(self.id)
-            await client.publish(topic, self._presence_msg(), qos=1, retain=True)
+            await client.publish(topic, self._presence_msg(), qos=1, retain=True, timeout=timeout)
         except AgentMeshError as exc:
             log.warning("presence update failed: %s", exc)
 
@@ -430,15 +431,15 @@ class Agent:
             usage=usage or Usage(),
         )
 
-    async def _send(self, topic: str, result: StepResult) -> None:
+    async def _send(self, topic: str, result: StepResult, *, timeout: float = 30.0) -> None:
         client = self.client
         if client is None:
             return
         try:
             try:
-                await client.publish(topic, result, qos=1)
+                await client.publish(topic, result, qos=1, timeout=timeout)
             except PayloadTooLarge as exc:
-                await client.publish(topic, self._too_large(result, exc), qos=1)
+                await client.publish(topic, self._too_large(result, exc), qos=1, timeout=timeout)
         except AgentMeshError as exc:
             step = f"{result.task_id}/{result.step_id}"
             log.error("could not deliver the result of %s to %s: %s", step, topic, exc)
@@ -456,6 +457,12 @@ class Agent:
     def in_flight(self) -> int:
         return len(self._running)
 
+    def _stop_publish_timeout(self) -> float:
+        # Stopping must not wait for a broker that is gone (30 s per publish, as it once did): its
+        # Last Will says we are offline. A connected broker acknowledges in milliseconds.
+        client = self.client
+        return STOP_PUBLISH_TIMEOUT_S if client is not None and client.connected else 0.0
+
     async def stop(self, *, drain_timeout_s: float | None = None) -> None:
         """Drain and disconnect: presence draining, finish in-flight steps, presence offline."""
         if self._stopped:
@@ -465,7 +472,7 @@ class Agent:
         timeout = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
         if self.client is not None:
             self._presence.state = "draining"
-            await self._publish_presence(force=True)
+            await self._publish_presence(force=True, timeout=self._stop_publish_timeout())
             log.info("agent %s draining (%d steps in flight)", self.id, len(self._running))
         pending = [r.task for r in self._running.values()]
         if pending:
@@ -477,7 +484,9 @@ class Agent:
                     self._running.pop(key, None)
                     why = "agent stopped before the step finished"
                     await self._send(
-                        running.assignment.reply_to, self._result(running.assignment, "error", error=why)
+                        running.assignment.reply_to,
+                        self._result(running.assignment, "error", error=why),
+                        timeout=self._stop_publish_timeout(),
                     )
         # Results being re-sent or rejections still in flight go out before we disconnect.
         if self._sends:
@@ -491,7 +500,7 @@ class Agent:
         if self.client is not None:
             self._presence.state = "offline"
             self._presence.load = 0
-            await self._publish_presence(force=True)
+            await self._publish_presence(force=True, timeout=self._stop_publish_timeout())
             await self.client.close()
         await self.backend.close()
         log.info("agent %s offline", self.id)

@@ -199,3 +199,15 @@ def test_missing_model_exits_2_and_unreachable_broker_exits_1(tmp_path: Path) ->
         env={**os.environ, "AGENTMESH_STATE_DIR": str(tmp_path / "state")},
     )
     assert proc.returncode == 1 and "cannot connect" in proc.stderr
+
+
+def test_sigterm_without_a_broker_exits_without_waiting_for_acks(
+    mosquitto: MosquittoBroker, tmp_path: Path, probe: PahoProbe, procs: list[AgentProcess]
+) -> None:
+    agent = launch(procs, mosquitto, tmp_path, python_agent("gone-p"))
+    agent.wait_online(probe)
+    mosquitto.stop_sync()
+    agent.signal(signal.SIGTERM)
+    # Each stop-time publish once waited 30 s for a PUBACK that could not come (60 s in all).
+    assert agent.wait(20) == 0
+    assert "agent gone-p offline" in agent.logs()
