@@ -94,6 +94,31 @@ def read_pending(path: str) -> dict[str, _Row]:
     return rows
 
 
+class _IdFilter:
+    """A Bloom filter of task IDs: "surely not in the ledger" in a microsecond, so a new task's
+    duplicate check skips SQLite (30-40 us on a router woken from idle). 8 MiB; at ten million IDs
+    one lookup in 25 still goes to SQLite, which stays the answer whenever the filter says maybe.
+    Python's str hash is salted per process, which is fine: the filter lives as long as its Ledger."""
+
+    def __init__(self, bits_log2: int = 26) -> None:
+        self._mask = (1 << bits_log2) - 1
+        self._bits = bytearray(1 << max(0, bits_log2 - 3))
+
+    def _positions(self, key: str) -> tuple[int, int, int, int]:
+        h = hash(key) & 0xFFFFFFFFFFFFFFFF
+        a, b, m = h & 0xFFFFFFFF, (h >> 32) | 1, self._mask
+        return a & m, (a + b) & m, (a + 2 * b) & m, (a + 3 * b) & m
+
+    def add(self, key: str) -> None:
+        bits = self._bits
+        for p in self._positions(key):
+            bits[p >> 3] |= 1 << (p & 7)
+
+    def __contains__(self, key: str) -> bool:
+        bits = self._bits
+        return all(bits[p >> 3] >> (p & 7) & 1 for p in self._positions(key))
+
+
 class Ledger:
     """``background_checkpoint``: the owner calls ``checkpoint()`` (from a worker thread) instead of
     SQLite copying the WAL into the database, with its fsync, inside whichever commit crosses the
@@ -101,10 +126,16 @@ class Ledger:
 
     ``pending_file``: saves go to ``<path>-pending`` first and the owner calls ``apply_pending()``
     every so often (see the module's docstring). Only one Ledger per database may use it: it
-    replays and truncates the file. Without it, a Ledger only reads the file (``get``)."""
+    replays and truncates the file. Without it, a Ledger only reads the file (``get``). Only the
+    owner keeps a filter of the IDs for ``exists``: another process's writes would not be in it."""
 
     def __init__(
-        self, path: str | Path, *, background_checkpoint: bool = False, pending_file: bool = False
+        self,
+        path: str | Path,
+        *,
+        background_checkpoint: bool = False,
+        pending_file: bool = False,
+        id_filter_bits_log2: int = 26,
     ) -> None:
         self.path = str(path)
         if self.path != ":memory:":
@@ -122,6 +153,7 @@ class Ledger:
         self._pending: dict[str, _Row] = {}
         self._pending_fd: int | None = None
         self._pending_bytes = 0  # the file's length
+        self._ids: _IdFilter | None = None
         if pending_file and self.pending_path is not None:
             fd = os.open(self.pending_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
@@ -133,6 +165,9 @@ class Ledger:
                 self._pending = read_pending(self.pending_path)
                 self.apply_pending()
                 os.ftruncate(fd, 0)  # also when it held only lines that were skipped
+                self._ids = _IdFilter(id_filter_bits_log2)
+                for (task_id,) in self._db.execute("SELECT task_id FROM tasks"):
+                    self._ids.add(task_id)
             except BaseException as exc:
                 os.close(fd)
                 self._db.close()
@@ -164,6 +199,9 @@ class Ledger:
                 raise
             self._pending_bytes += written
             self._pending.update((row[0], row) for row in rows)
+            if self._ids is not None:
+                for row in rows:
+                    self._ids.add(row[0])
             return
         self._upsert(rows)
 
@@ -205,6 +243,8 @@ class Ledger:
     def exists(self, task_id: str) -> bool:
         if task_id in self._pending:
             return True
+        if self._ids is not None and task_id not in self._ids:
+            return False
         return self._db.execute("SELECT 1 FROM tasks WHERE task_id=?", (task_id,)).fetchone() is not None
 
     # The queries below read SQLite alone, so the pending states go in first.

@@ -293,6 +293,25 @@ def test_ledger_pending_file_holds_saves_until_applied(tmp_path: Path) -> None:
     assert Path(str(path) + "-pending").read_bytes() == b""
 
 
+@pytest.mark.parametrize("bits_log2", [26, 3])  # 3: eight bits, so the filter says "maybe" to all
+def test_ledger_owner_answers_exists_from_its_id_filter_and_sqlite(tmp_path: Path, bits_log2: int) -> None:
+    path = tmp_path / "l.sqlite"
+    first = Ledger(path, pending_file=True)
+    for task_id in ("old1", "old2"):
+        first.save(Task(request=TaskRequest(task_id=task_id, client_id="c1", text="x")))
+    first.close()
+    other = Ledger(path)  # a reader's writes reach SQLite without the owner's filter
+    other.save(Task(request=TaskRequest(task_id="by-other", client_id="c1", text="x")))
+    owner = Ledger(path, pending_file=True, id_filter_bits_log2=bits_log2)
+    owner.save(Task(request=TaskRequest(task_id="new1", client_id="c1", text="x")))
+    owner.apply_pending()
+    owner.save(Task(request=TaskRequest(task_id="new2", client_id="c1", text="x")))
+    assert all(owner.exists(t) for t in ("old1", "old2", "by-other", "new1", "new2"))
+    assert not any(owner.exists(f"unknown-{i}") for i in range(200))
+    owner.close()
+    other.close()
+
+
 def _dies(ledger: Ledger) -> None:
     """What a killed router leaves: its pending file, and no lock on it (the kernel drops it)."""
     assert ledger._pending_fd is not None
