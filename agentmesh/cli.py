@@ -213,7 +213,7 @@ def run_agents(args: argparse.Namespace) -> int:
     if bare:
         total = sum(len(e.vcv.capabilities) for e in entries)
         # Examples are what the matcher relies on most for requests worded unlike the card
-        # (BENCHMARKS.md: on a mesh nobody tuned on, 8 per capability took top-1 from 0.70 to 0.95).
+        # (BENCHMARKS.md: on a mesh nobody tuned on, 8 per capability took top-1 from 0.76 to 0.94).
         print(
             f"note: {len(bare)} of {total} capabilities list no example requests ({', '.join(bare)}); "
             "requests reach a capability far more reliably when its card lists a few",

@@ -7,12 +7,13 @@ accuracy; the same matcher without the intent bank (w_intent=0) and with MiniLM 
 instead of the tuned one (routing/tuning.py); and plain cosine of the published MiniLM over each
 capability's text (one vector per capability, best over all tiers) as the baseline, in the same run.
 
-Sets: main (tuned on), holdout (written before tuning, checked once per change), blind and blind2
-(each written by an author who saw neither the matcher, the intent bank nor the other sets; blind2's
-misses have not been read, so that nothing is tuned on it: run it without --misses).
+Sets: main (tuned on), holdout (written before tuning, checked once per change), blind, blind2,
+blind3 and blind4 (each written by an author who saw neither the matcher, its data nor the other
+sets). blind3 and blind4 are development sets: their misses were read to choose the tuning data.
+blind2's misses have not been read, so that nothing is tuned on it: run it without --misses.
 
-    python bench/routing_quality.py              # all three sets
-    python bench/routing_quality.py --misses     # also list the requests that went wrong
+    python bench/routing_quality.py                      # every set
+    python bench/routing_quality.py --sets blind3 --misses   # the requests that went wrong
 
 Writes bench/results/routing_quality.json.
 """
@@ -47,6 +48,8 @@ SETS: dict[str, tuple[Path, Path, Path | None]] = {
     "holdout": (DATA / "holdout_cards.yaml", DATA / "holdout_queries.yaml", None),
     "blind": (DATA / "blind_cards.yaml", DATA / "blind_queries.yaml", None),
     "blind2": (DATA / "blind2_cards.yaml", DATA / "blind2_queries.yaml", None),
+    "blind3": (DATA / "blind3_cards.yaml", DATA / "blind3_queries.yaml", None),
+    "blind4": (DATA / "blind4_cards.yaml", DATA / "blind4_queries.yaml", None),
     # The same mesh after its team gave every capability 8 example requests, written from the cards
     # without sight of the requests: what card examples are worth.
     "blind2+ex": (

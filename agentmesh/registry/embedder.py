@@ -31,7 +31,7 @@ MINILM_NAME = "all-MiniLM-L6-v2"
 # its biases and LayerNorm parameters, and low-rank adapters of its dense layers when the file has
 # them, shipped beside the package's data and laid over the packaged weights. The name changes with
 # each tuning that moves the vectors, so that a card's vectors of an older one are not taken for ours.
-TUNED_MINILM_NAME = "all-MiniLM-L6-v2+agentmesh-intents-2"
+TUNED_MINILM_NAME = "all-MiniLM-L6-v2+agentmesh-intents-3"
 TUNED_MINILM_PARAMS = Path(__file__).resolve().parents[1] / "data" / "minilm-intents.npz"
 MINILM_DIM = 384
 # Suffixes of a weight's low-rank factors in the tuning file (load_tuned_params).

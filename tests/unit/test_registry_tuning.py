@@ -76,3 +76,32 @@ def test_the_shipped_tuning_is_biases_layer_norms_and_low_rank_factors() -> None
     assert sum(sizes.values()) < 2_000_000  # a few MB, not a second model (22.7M numbers)
     assert TUNED_MINILM_PARAMS.stat().st_size < 4_000_000
     assert all(r <= 64 for r in ranks)
+
+
+def test_a_soup_averages_runs_and_keeps_the_best_low_rank_part_of_their_mean() -> None:
+    from agentmesh.routing.tuning import soup
+
+    rng = np.random.default_rng(0)
+    runs = [
+        {
+            "bias": rng.normal(size=4).astype(np.float32),
+            "w" + LORA_A: rng.normal(size=(2, 5)).astype(np.float16),
+            "w" + LORA_B: rng.normal(size=(4, 2)).astype(np.float16),
+        }
+        for _ in range(3)
+    ]
+    mean = np.mean([r["w" + LORA_B].astype(np.float32) @ r["w" + LORA_A].astype(np.float32) for r in runs], 0)
+    full = soup(runs, rank=6)  # rank 6 holds the mean of three rank-2 products exactly
+    np.testing.assert_allclose(full["bias"], np.mean([r["bias"] for r in runs], 0), rtol=1e-6)
+    assert full["w" + LORA_A].shape == (4, 5) and full["w" + LORA_A].dtype == np.float16
+    product = full["w" + LORA_B].astype(np.float32) @ full["w" + LORA_A].astype(np.float32)
+    np.testing.assert_allclose(product, mean, atol=0.02)
+    cut = soup(runs, rank=1)
+    assert cut["w" + LORA_A].shape == (1, 5) and cut["w" + LORA_B].shape == (4, 1)
+    u, s, vt = np.linalg.svd(mean)
+    best = s[0] * np.outer(u[:, 0], vt[0])  # Eckart-Young: no rank-1 matrix is nearer the mean
+    np.testing.assert_allclose(
+        cut["w" + LORA_B].astype(np.float32) @ cut["w" + LORA_A].astype(np.float32), best, atol=0.02
+    )
+    with pytest.raises(ValueError):
+        soup([], rank=1)
