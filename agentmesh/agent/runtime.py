@@ -201,9 +201,12 @@ class Agent:
             capacity=self.config.concurrency,
         )
 
-    async def _publish_presence(self, *, force: bool = False, timeout: float = 30.0) -> None:
+    async def _publish_presence(self, *, force: bool = False) -> None:
         client = self.client
         if client is None:
+            return
+        timeout = self._publish_timeout(client)
+        if timeout is None:
             return
         now = (self._presence.state, self._presence.load)
         if not force and now == self._presence.published:
@@ -431,9 +434,13 @@ class Agent:
             usage=usage or Usage(),
         )
 
-    async def _send(self, topic: str, result: StepResult, *, timeout: float = 30.0) -> None:
+    async def _send(self, topic: str, result: StepResult) -> None:
         client = self.client
         if client is None:
+            return
+        timeout = self._publish_timeout(client)
+        if timeout is None:
+            log.warning("result of %s/%s not sent: the broker is unreachable", result.task_id, result.step_id)
             return
         try:
             try:
@@ -457,11 +464,13 @@ class Agent:
     def in_flight(self) -> int:
         return len(self._running)
 
-    def _stop_publish_timeout(self) -> float:
-        # Stopping must not wait for a broker that is gone (30 s per publish, as it once did): its
-        # Last Will says we are offline. A connected broker acknowledges in milliseconds.
-        client = self.client
-        return STOP_PUBLISH_TIMEOUT_S if client is not None and client.connected else 0.0
+    def _publish_timeout(self, client: MqttClient) -> float | None:
+        """How long a publish may wait for its PUBACK; None: do not publish. Stopping must not wait
+        for a broker that is gone (once 30 s per publish): its Last Will says we are offline, and
+        the router reassigns our steps."""
+        if not self._stopped:
+            return 30.0
+        return STOP_PUBLISH_TIMEOUT_S if client.connected else None
 
     async def stop(self, *, drain_timeout_s: float | None = None) -> None:
         """Drain and disconnect: presence draining, finish in-flight steps, presence offline."""
@@ -472,7 +481,9 @@ class Agent:
         timeout = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
         if self.client is not None:
             self._presence.state = "draining"
-            await self._publish_presence(force=True, timeout=self._stop_publish_timeout())
+            if not self.client.connected:
+                log.warning("broker %s unreachable: stopping without publishing to it", self.client.broker)
+            await self._publish_presence(force=True)
             log.info("agent %s draining (%d steps in flight)", self.id, len(self._running))
         pending = [r.task for r in self._running.values()]
         if pending:
@@ -484,9 +495,7 @@ class Agent:
                     self._running.pop(key, None)
                     why = "agent stopped before the step finished"
                     await self._send(
-                        running.assignment.reply_to,
-                        self._result(running.assignment, "error", error=why),
-                        timeout=self._stop_publish_timeout(),
+                        running.assignment.reply_to, self._result(running.assignment, "error", error=why)
                     )
         # Results being re-sent or rejections still in flight go out before we disconnect.
         if self._sends:
@@ -500,7 +509,7 @@ class Agent:
         if self.client is not None:
             self._presence.state = "offline"
             self._presence.load = 0
-            await self._publish_presence(force=True, timeout=self._stop_publish_timeout())
+            await self._publish_presence(force=True)
             await self.client.close()
         await self.backend.close()
         log.info("agent %s offline", self.id)

@@ -210,4 +210,5 @@ def test_sigterm_without_a_broker_exits_without_waiting_for_acks(
     agent.signal(signal.SIGTERM)
     # Each stop-time publish once waited 30 s for a PUBACK that could not come (60 s in all).
     assert agent.wait(20) == 0
+    assert "unreachable: stopping without publishing" in agent.logs()
     assert "agent gone-p offline" in agent.logs()
