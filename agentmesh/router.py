@@ -256,7 +256,7 @@ class Router:
             except (OSError, sqlite3.Error) as exc:
                 # Nothing goes out that the ledger does not hold: the states and the messages wait
                 # for the next flush (the ticker's, at the latest), and the loop that got here lives.
-                self._dirty = {**dirty, **self._dirty}
+                self._dirty = dirty
                 log.error(
                     "ledger write failed; %d message(s) held until it works: %s", len(self._outbox), exc
                 )

@@ -199,9 +199,6 @@ class Ledger:
                 raise
             self._pending_bytes += written
             self._pending.update((row[0], row) for row in rows)
-            if self._ids is not None:
-                for row in rows:
-                    self._ids.add(row[0])
             return
         self._upsert(rows)
 
@@ -226,6 +223,9 @@ class Ledger:
             return 0
         rows = list(self._pending.values())
         self._upsert(rows)
+        if self._ids is not None:  # here rather than on each save: exists() asks _pending first
+            for row in rows:
+                self._ids.add(row[0])
         os.ftruncate(self._pending_fd, 0)
         self._pending_bytes = 0
         self._pending.clear()

@@ -295,17 +295,19 @@ def test_ledger_pending_file_holds_saves_until_applied(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bits_log2", [26, 3])  # 3: eight bits, so the filter says "maybe" to all
 def test_ledger_owner_answers_exists_from_its_id_filter_and_sqlite(tmp_path: Path, bits_log2: int) -> None:
+    def task(task_id: str) -> Task:
+        return Task(request=TaskRequest(task_id=task_id, client_id="c1", text="x"))
+
     path = tmp_path / "l.sqlite"
     first = Ledger(path, pending_file=True)
-    for task_id in ("old1", "old2"):
-        first.save(Task(request=TaskRequest(task_id=task_id, client_id="c1", text="x")))
+    first.save_many([task("old1"), task("old2")])
     first.close()
     other = Ledger(path)  # a reader's writes reach SQLite without the owner's filter
-    other.save(Task(request=TaskRequest(task_id="by-other", client_id="c1", text="x")))
+    other.save(task("by-other"))
     owner = Ledger(path, pending_file=True, id_filter_bits_log2=bits_log2)
-    owner.save(Task(request=TaskRequest(task_id="new1", client_id="c1", text="x")))
+    owner.save(task("new1"))
     owner.apply_pending()
-    owner.save(Task(request=TaskRequest(task_id="new2", client_id="c1", text="x")))
+    owner.save(task("new2"))
     assert all(owner.exists(t) for t in ("old1", "old2", "by-other", "new1", "new2"))
     assert not any(owner.exists(f"unknown-{i}") for i in range(200))
     owner.close()
