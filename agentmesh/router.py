@@ -724,9 +724,11 @@ class Router:
 
     def _publish_result(self, task: Task) -> None:
         payload = task.result_payload()  # once for both topics
-        self._publish(self.topics.result(task.task_id), payload, retain=True)
+        # The waiting client's copy first: the broker forwards it before it stores the retained
+        # one (a new topic per task in its retained tree), which is then off the task's path.
         if task.request.reply_to:
             self._publish(task.request.reply_to, payload)
+        self._publish(self.topics.result(task.task_id), payload, retain=True)
 
     async def _ticker(self) -> None:
         last_checkpoint = time.monotonic()
