@@ -120,14 +120,14 @@ def load(trace_dir: Path) -> tuple[dict[str, list[tuple[str, str, int, int, int]
         evs, prs = [], []
         for line in path.read_text().splitlines():
             parts = line.split()
-            if len(parts) < 4:
-                continue  # a line cut short by a killed process
-            if parts[0] == "probe":
-                prs.append((" ".join(parts[1:-2]), int(parts[-2]), int(parts[-1])))
-            else:
-                evs.append(
-                    (parts[0], parts[1], int(parts[2]), int(parts[3]), int(parts[4]) if len(parts) > 4 else 0)
-                )
+            try:
+                if parts[0] == "probe":
+                    prs.append((" ".join(parts[1:-2]), int(parts[-2]), int(parts[-1])))
+                else:
+                    size = int(parts[4]) if len(parts) > 4 else 0
+                    evs.append((parts[0], parts[1], int(parts[2]), int(parts[3]), size))
+            except (IndexError, ValueError):
+                continue  # the last line of a killed process, cut short
         if len(evs) > len(events.get(role, [])):
             events[role] = sorted(evs, key=lambda e: e[2])
             probes[role] = prs
