@@ -25,6 +25,7 @@ from agentmesh.errors import (
     TaskTimeout,
     TransportError,
 )
+from agentmesh.heap import freeze_startup_heap
 from agentmesh.protocol import (
     Capability,
     CapabilityVector,
@@ -98,5 +99,6 @@ __all__ = [
     "Topics",
     "TransportError",
     "__version__",
+    "freeze_startup_heap",
     "run_task",
 ]

@@ -311,6 +311,7 @@ def configure_router(p: argparse.ArgumentParser) -> None:
 def run_router(args: argparse.Namespace) -> int:
     import os
 
+    from agentmesh.heap import freeze_startup_heap
     from agentmesh.router import Router
     from agentmesh.router_config import RouterConfig
 
@@ -324,6 +325,7 @@ def run_router(args: argparse.Namespace) -> int:
 
     async def serve() -> int:
         async with Router(config, broker=broker) as router:
+            freeze_startup_heap()
             print(
                 f"agentmesh: router {config.router_id} on {broker}, ledger {config.ledger_path()} "
                 f"({router.active_tasks} unfinished task(s) resumed); Ctrl-C stops it",

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentmesh.agent.config import AgentConfig, load_agent_config
 from agentmesh.agent.runtime import Agent
 from agentmesh.config import load_config
+from agentmesh.heap import freeze_startup_heap
 from agentmesh.router import Router
 from agentmesh.router_config import RouterConfig
 from agentmesh.transport import BrokerAddress, RunningBroker, port_answers, start_broker
@@ -138,6 +139,7 @@ async def run_mesh(path: Path, *, broker: str | None = None) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await mesh.start()
+        freeze_startup_heap()
         url = mesh.address.url
         flag = "" if url == "mqtt://127.0.0.1:1883" else f" --broker {url}"
         say(

@@ -12,6 +12,7 @@ from pathlib import Path
 from agentmesh.agent.config import load_agent_config
 from agentmesh.agent.runtime import Agent
 from agentmesh.errors import ConfigError, ModelError, TransportError
+from agentmesh.heap import freeze_startup_heap
 from agentmesh.protocol import DEFAULT_NAMESPACE
 from agentmesh.transport import BrokerAddress
 
@@ -74,6 +75,7 @@ async def run_agent(config_path: Path, broker: BrokerAddress, namespace: str = D
             _fail(str(exc))
             await agent.backend.close()
             return EXIT_FAILED
+        freeze_startup_heap()
         await stop.wait()
         await agent.stop()
         return EXIT_OK
