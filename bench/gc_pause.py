@@ -12,6 +12,7 @@ Prints a table and writes bench/results/gc_pause.json.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import json
@@ -65,6 +66,9 @@ async def measure() -> dict[str, Any]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
     print("starting Mosquitto and a router (loads MiniLM)...", flush=True)
     r = asyncio.run(measure())
     r["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
@@ -74,9 +78,9 @@ def main() -> int:
         ("startup heap frozen", "frozen_full_collection_ms", r["objects_tracked_after_freeze"]),
     ):
         print(f"{label:36} {objects:>14} {r[key]['p50']:8.2f} {r[key]['max']:8.2f}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(r, indent=2) + "\n")
-    print(f"\nwrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(r, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
     return 0
 
 
