@@ -52,7 +52,7 @@ from agentmesh.protocol import (
     parse,
 )
 from agentmesh.protocol.messages import StepStatus
-from agentmesh.transport import BrokerAddress, MqttClient, RawMessage, Subscription, Will
+from agentmesh.transport import PUBLISH_TIMEOUT_S, BrokerAddress, MqttClient, RawMessage, Subscription, Will
 
 log = logging.getLogger("agentmesh.agent")
 
@@ -469,7 +469,7 @@ class Agent:
         for a broker that is gone (once 30 s per publish): its Last Will says we are offline, and
         the router reassigns our steps."""
         if not self._stopped:
-            return 30.0
+            return PUBLISH_TIMEOUT_S
         return STOP_PUBLISH_TIMEOUT_S if client.connected else None
 
     async def stop(self, *, drain_timeout_s: float | None = None) -> None:

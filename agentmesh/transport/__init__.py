@@ -9,11 +9,12 @@ from agentmesh.transport.brokers import (
     port_answers,
     start_broker,
 )
-from agentmesh.transport.client import MqttClient, RawMessage, Subscription, Will
+from agentmesh.transport.client import PUBLISH_TIMEOUT_S, MqttClient, RawMessage, Subscription, Will
 
 __all__ = [
     "BROKER_ENV",
     "DEFAULT_BROKER",
+    "PUBLISH_TIMEOUT_S",
     "AmqttBroker",
     "BrokerAddress",
     "MosquittoBroker",

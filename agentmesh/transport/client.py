@@ -60,6 +60,9 @@ class Will:
     retain: bool = True
 
 
+PUBLISH_TIMEOUT_S = 30.0  # how long publish() waits for a PUBACK unless told otherwise
+
+
 def _payload(data: bytes | str | Message) -> bytes:
     if isinstance(data, bytes):
         return data
@@ -743,7 +746,7 @@ class MqttClient:
         *,
         qos: int = 1,
         retain: bool = False,
-        timeout: float = 30.0,
+        timeout: float = PUBLISH_TIMEOUT_S,
     ) -> None:
         """Publish; with QoS >= 1 return only after the broker acknowledged it.
 
