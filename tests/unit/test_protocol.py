@@ -659,17 +659,32 @@ def test_encode_event_writes_what_encoding_the_model_writes(fields: dict[str, An
     "fields",
     [
         {"inputs": {}, "previous": None, "deadline_s": 120.0, "max_tokens": 512, "response_format": None},
-        {"inputs": {"a": "out é\n", "b": ""}, "previous": None, "deadline_s": 0.5, "max_tokens": None,
-         "response_format": {"type": "object", "properties": {"steps": {"type": "array", "maxItems": 8}}}},
-        {"inputs": {}, "deadline_s": 60.0, "max_tokens": 1,
-         "previous": {"agent_id": "dev-1", "tier": "device", "output": "weak 😀", "reason": "low"},
-         "response_format": None},
+        {
+            "inputs": {"a": "out é\n", "b": ""},
+            "previous": None,
+            "deadline_s": 0.5,
+            "max_tokens": None,
+            "response_format": {"type": "object", "properties": {"steps": {"type": "array", "maxItems": 8}}},
+        },
+        {
+            "inputs": {},
+            "deadline_s": 60.0,
+            "max_tokens": 1,
+            "previous": {"agent_id": "dev-1", "tier": "device", "output": "weak 😀", "reason": "low"},
+            "response_format": None,
+        },
     ],
 )
 def test_encode_assignment_writes_what_encoding_the_model_writes(fields: dict[str, Any]) -> None:
     sent_at = datetime(2026, 11, 30, 17, 9, 21, 500000, tzinfo=UTC)
-    common = {"task_id": "t1", "step_id": "s1", "attempt": 2, "router_id": "r1",
-              "reply_to": "ns/routers/r1/results", "instruction": "do \"it\"\n"}
+    common = {
+        "task_id": "t1",
+        "step_id": "s1",
+        "attempt": 2,
+        "router_id": "r1",
+        "reply_to": "ns/routers/r1/results",
+        "instruction": 'do "it"\n',
+    }
     model = StepAssignment(sent_at=sent_at, **common, **fields)
     previous = PreviousAttempt(**fields["previous"]) if fields["previous"] else None
     assert encode_assignment(sent_at=sent_at, **common, **{**fields, "previous": previous}) == encode(model)
