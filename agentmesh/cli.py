@@ -255,8 +255,9 @@ def run_match(args: argparse.Namespace) -> int:
     if not queries:
         raise UsageError("no query text given")
 
+    registry = Registry()
+
     async def compute() -> list[tuple[PreparedQuery | None, list[Match]]]:
-        registry = Registry()
         client = await connected_client(args, "match")
         try:
             await snapshot(client, topics_of(args), registry, timeout=args.connect_timeout)
@@ -289,6 +290,9 @@ def run_match(args: argparse.Namespace) -> int:
             bridges = [f"{text} ({share:.2f})" for text, share in (pq.intents if pq else ()) if share >= 0.1]
             if bridges:
                 print("  intents: " + "; ".join(bridges))
+            spelled = registry.glossary.found(q)
+            if spelled:
+                print("  acronyms: " + "; ".join(f"{a} = {e}" for a, e in spelled))
             if not ms:
                 print("  (no agent matches)")
                 continue

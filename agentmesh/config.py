@@ -20,7 +20,9 @@ def load_yaml(path: str | Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", path=str(p)) from None
     try:
-        return yaml.safe_load(text)
+        # libyaml's safe loader when PyYAML has it: the pure-Python one is about 8x slower, a
+        # tenth of a second on the built-in glossary.
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", path=str(p)) from None
 

@@ -59,7 +59,7 @@ from agentmesh.protocol import (
 )
 from agentmesh.protocol.messages import EventKind
 from agentmesh.protocol.messages import TaskStatus as FinalStatus
-from agentmesh.registry import Embedder, Registry
+from agentmesh.registry import Embedder, Glossary, Registry
 from agentmesh.router_config import RouterConfig
 from agentmesh.routing import Match, Matcher
 from agentmesh.transport import BrokerAddress, MqttClient, RawMessage, Will
@@ -109,7 +109,7 @@ class Router:
         )
         self.topics = Topics(self.config.namespace)
         self._reply_to = self.topics.router_results(self.config.router_id)
-        self.registry = Registry(embedder) if embedder is not None else Registry()
+        self.registry = Registry(embedder, glossary=Glossary.load(self.config.matching.glossaries))
         self.matcher = Matcher(self.registry, self.config.matching)
         self.client = MqttClient(
             self.broker,

@@ -3,8 +3,9 @@
 Loads a mesh of agent cards and labelled user requests (bench/data/), routes every request with the
 same Matcher and the same ranking that ``agentmesh match`` prints (tier ladder from device, default
 constraints: where the step goes, then the alternatives) and reports top-1 and top-3 capability
-accuracy; the same matcher without the intent bank (w_intent=0) and with MiniLM as published
-instead of the tuned one (routing/tuning.py); and plain cosine of the published MiniLM over each
+accuracy; the same matcher without the intent bank (w_intent=0), without the acronym glossary
+(registry/glossary.py) and with MiniLM as published instead of the tuned one (routing/tuning.py);
+and plain cosine of the published MiniLM over each
 capability's text (one vector per capability, best over all tiers) as the baseline, in the same run.
 
 Sets: main (tuned on), holdout (written before tuning, checked once per change), blind, blind2,
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agentmesh.protocol import CapabilityVector  # noqa: E402
-from agentmesh.registry import Embedder, MiniLMEmbedder, Registry  # noqa: E402
+from agentmesh.registry import Embedder, Glossary, MiniLMEmbedder, Registry  # noqa: E402
 from agentmesh.registry.text import humanize  # noqa: E402
 from agentmesh.routing import Matcher, MatchWeights  # noqa: E402
 
@@ -87,8 +88,10 @@ def load_queries(path: Path, cards: list[CapabilityVector]) -> list[Query]:
     return out
 
 
-def build_registry(cards: list[CapabilityVector], embedder: Embedder) -> Registry:
-    registry = Registry(embedder)
+def build_registry(
+    cards: list[CapabilityVector], embedder: Embedder, glossary: Glossary | None = None
+) -> Registry:
+    registry = Registry(embedder, glossary=glossary)
     for prepared in registry.prepare_many(cards):
         registry.apply_vcv(prepared.vcv.agent_id, prepared.vcv, prepared=prepared)
     return registry
@@ -160,6 +163,7 @@ def run_set(
     registry = build_registry(cards, embedder)
     matcher = evaluate_matcher(registry, queries, weights)
     no_intents = evaluate_matcher(registry, queries, weights.model_copy(update={"w_intent": 0.0}))
+    no_glossary = evaluate_matcher(build_registry(cards, embedder, Glossary()), queries, weights)
     plain_model = evaluate_matcher(build_registry(cards, untuned), queries, weights)
     baseline = evaluate_cosine(cards, queries, untuned)
     baseline_desc = evaluate_cosine(cards, queries, untuned, description_only=True)
@@ -171,6 +175,7 @@ def run_set(
         "queries": len(queries),
         "matcher": matcher,
         "matcher_no_intents": {k: v for k, v in no_intents.items() if k != "misses"},
+        "matcher_no_glossary": {k: v for k, v in no_glossary.items() if k != "misses"},
         "matcher_untuned_minilm": {k: v for k, v in plain_model.items() if k != "misses"},
         "cosine_full_text": baseline,
         "cosine_description": baseline_desc,
@@ -208,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [
             ("agentmesh match (ladder)", r["matcher"]),
             ("  the same without the intent bank", r["matcher_no_intents"]),
+            ("  the same without the glossary", r["matcher_no_glossary"]),
             ("  the same with MiniLM untuned", r["matcher_untuned_minilm"]),
             ("plain cosine (untuned), full text", r["cosine_full_text"]),
             ("plain cosine (untuned), description", r["cosine_description"]),

@@ -11,6 +11,7 @@ from agentmesh.registry.embedder import (
     normalize_rows,
     same_model,
 )
+from agentmesh.registry.glossary import Glossary
 from agentmesh.registry.index import IndexParams, LabelRef, TierIndex
 from agentmesh.registry.lexical import LexicalIndex
 from agentmesh.registry.store import AgentEntry, AgentState, PreparedCard, Registry, RegistryChange
@@ -22,6 +23,7 @@ __all__ = [
     "AgentEntry",
     "AgentState",
     "Embedder",
+    "Glossary",
     "HashingEmbedder",
     "IndexParams",
     "LabelRef",

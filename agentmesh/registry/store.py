@@ -28,6 +28,7 @@ from agentmesh.registry.embedder import (
     normalize_rows,
     same_model,
 )
+from agentmesh.registry.glossary import Glossary
 from agentmesh.registry.index import IndexParams, TierIndex
 from agentmesh.registry.lexical import DocumentFrequency, LexicalIndex
 from agentmesh.registry.text import TOKEN_VIEWS, ViewKind, capability_terms, capability_views
@@ -111,7 +112,8 @@ class Registry:
     """Cards and presence of every agent, embedded into one HNSW index per tier.
 
     ``embedder`` defaults to a (lazily loaded) MiniLMEmbedder. ``indexed=False`` only tracks cards
-    and presence (no model, no index), e.g. to list the mesh.
+    and presence (no model, no index), e.g. to list the mesh. ``glossary`` spells out acronyms in
+    card text and in requests (registry/glossary.py); the built-in one by default.
     """
 
     def __init__(
@@ -120,11 +122,15 @@ class Registry:
         *,
         params: IndexParams | None = None,
         indexed: bool = True,
+        glossary: Glossary | None = None,
     ) -> None:
         if indexed and embedder is None:
             embedder = MiniLMEmbedder()
         self.embedder: Embedder | None = embedder if indexed else None
         self.params = params or IndexParams()
+        if glossary is None:
+            glossary = Glossary.load() if indexed else Glossary()
+        self.glossary = glossary
         self._entries: dict[str, AgentEntry] = {}
         self._presence: dict[str, Presence] = {}
         self._inflight: dict[str, int] = {}
@@ -227,7 +233,9 @@ class Registry:
                 continue
             kinds: list[tuple[ViewKind, ...]] = []
             for cap in vcv.capabilities:
-                views = capability_views(cap, max_examples=self.params.max_examples)
+                views = capability_views(
+                    self.glossary.expand_capability(cap), max_examples=self.params.max_examples
+                )
                 kinds.append(tuple(v.kind for v in views))
                 texts.extend(v.text for v in views)
             plan.append((i, kinds))
@@ -306,7 +314,7 @@ class Registry:
                 tokens=card.tokens or [None] * len(card.vectors),
             )
             for c, cap in enumerate(card.vcv.capabilities):
-                self.lexical.add((agent_id, c), capability_terms(cap))
+                self.lexical.add((agent_id, c), capability_terms(self.glossary.expand_capability(cap)))
                 tokens = entry.tokens[c] if c < len(entry.tokens) else None
                 if tokens is not None:
                     self.pieces.add((agent_id, c), tokens.pieces)

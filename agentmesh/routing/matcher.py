@@ -170,6 +170,7 @@ class Matcher:
         """Embed many queries in one batch (and warm the embedder's cache for matching them)."""
         embedder = self.registry.embedder
         assert embedder is not None
+        texts = [self.registry.glossary.expand(t) for t in texts]
         if isinstance(embedder, TokenEmbedder):
             return embedder.embed_with_tokens(texts)[0]
         return embedder.embed(texts)
@@ -193,11 +194,11 @@ class Matcher:
         return self._intents
 
     def prepare_query(self, text: str, vector: Vectors | None = None) -> PreparedQuery:
-        """Embed ``text`` and expand it with the intent bank (thread-safe; the slow part of
-        matching). With ``vector`` given, that vector is used as it is (no intents, no token
-        matching)."""
+        """Embed ``text``, its acronyms spelled out by the registry's glossary, and expand it with
+        the intent bank (thread-safe; the slow part of matching). With ``vector`` given, that
+        vector is used as it is (no intents, no token matching)."""
         if vector is not None:
-            return PreparedQuery(text, vector, None, terms(text))
+            return PreparedQuery(text, vector, None, terms(self.registry.glossary.expand(text)))
         with self._prepared_lock:
             hit = self._prepared.get(text)
             if hit is not None:
@@ -205,12 +206,13 @@ class Matcher:
                 return hit
         embedder = self.registry.embedder
         assert embedder is not None
+        spelled = self.registry.glossary.expand(text)  # as the cards were
         tokens: TokenVectors | None = None
         if isinstance(embedder, TokenEmbedder):
-            vectors, toks = embedder.embed_with_tokens([text])
+            vectors, toks = embedder.embed_with_tokens([spelled])
             vector, tokens = vectors[0], toks[0]
         else:
-            vector = embedder.embed([text])[0]
+            vector = embedder.embed([spelled])[0]
         bank = self.intent_bank()
         intents: tuple[tuple[str, float], ...] = ()
         if bank is not None:
@@ -220,7 +222,7 @@ class Matcher:
             )
             vector = bank.expand(vector, nearest, w.w_intent)
             intents = tuple((bank.descriptions[i], share) for i, share in nearest)
-        prepared = PreparedQuery(text, vector, tokens, terms(text), intents)
+        prepared = PreparedQuery(text, vector, tokens, terms(spelled), intents)
         with self._prepared_lock:
             self._prepared[text] = prepared
             while len(self._prepared) > 4096:

@@ -140,6 +140,15 @@ async def test_match_table_names_the_intents_a_query_was_bridged_with(mesh_cards
     assert lines[3].split()[:4] == ["1", "phone-reminders", "device", "set_reminder"]
 
 
+async def test_match_table_names_the_acronyms_it_spelled_out(mesh_cards: str) -> None:
+    proc = cli("--broker", mesh_cards, "match", "remind me to send the NDA to HR", "-k", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "  acronyms: NDA = non disclosure agreement / new drug application; HR = human resources"
+        in proc.stdout.splitlines()
+    )
+
+
 async def test_match_one_tier_and_exit_codes(mesh_cards: str) -> None:
     proc = cli(
         "--broker", mesh_cards, "match", "translate this letter into German", "--tier", "edge", "--json"
