@@ -231,6 +231,12 @@ def configure_match(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tier", choices=TIERS, help="match on this tier only (default: the tier ladder)")
     p.add_argument("-k", type=int, default=5, help="matches per text (default 5)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a router config: match with its `matching` settings (weights, intent banks, glossaries)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
@@ -246,16 +252,18 @@ def read_queries(texts: Sequence[str], stdin: TextIO) -> list[str]:
 
 def run_match(args: argparse.Namespace) -> int:
     from agentmesh.directory import snapshot
-    from agentmesh.registry import Registry
-    from agentmesh.routing import Match, Matcher, MatchWeights, PreparedQuery
+    from agentmesh.registry import Glossary, Registry
+    from agentmesh.router_config import RouterConfig
+    from agentmesh.routing import Match, Matcher, PreparedQuery
 
-    if args.k < 1:
-        raise UsageError("-k must be at least 1")
+    if not 1 <= args.k <= 100:
+        raise UsageError("-k must be between 1 and 100")
     queries = read_queries(args.texts, sys.stdin)
     if not queries:
         raise UsageError("no query text given")
 
-    registry = Registry()
+    weights = RouterConfig.load(args.config).matching.model_copy(update={"k": args.k})
+    registry = Registry(glossary=Glossary.load(weights.glossaries))
 
     async def compute() -> list[tuple[PreparedQuery | None, list[Match]]]:
         client = await connected_client(args, "match")
@@ -263,7 +271,7 @@ def run_match(args: argparse.Namespace) -> int:
             await snapshot(client, topics_of(args), registry, timeout=args.connect_timeout)
         finally:
             await client.close()
-        matcher = Matcher(registry, MatchWeights(k=args.k))
+        matcher = Matcher(registry, weights)
         if not len(registry):
             return [(None, []) for _ in queries]
         prepared = await asyncio.to_thread(matcher.prepare_queries, queries)

@@ -149,6 +149,25 @@ async def test_match_table_names_the_acronyms_it_spelled_out(mesh_cards: str) ->
     )
 
 
+async def test_match_takes_a_router_configs_matching_settings(mesh_cards: str, tmp_path: Path) -> None:
+    ours = tmp_path / "acronyms.yaml"
+    ours.write_text("NDA: nightly data archive\nZQV: zone quality verification\n")
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump({"matching": {"glossaries": ["builtin", str(ours)], "k": 3}}))
+    proc = cli(
+        "--broker", mesh_cards, "match", "send the NDA and the ZQV to HR", "-k", "1", "--config", str(config)
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert (
+        "  acronyms: NDA = nightly data archive; ZQV = zone quality verification; HR = human resources"
+        in lines
+    )
+    assert sum(line.strip().startswith("1 ") for line in lines) == 1 and not any(
+        line.strip().startswith("2 ") for line in lines
+    )  # -k wins over the config's k
+
+
 async def test_match_one_tier_and_exit_codes(mesh_cards: str) -> None:
     proc = cli(
         "--broker", mesh_cards, "match", "translate this letter into German", "--tier", "edge", "--json"
@@ -165,7 +184,13 @@ async def test_match_one_tier_and_exit_codes(mesh_cards: str) -> None:
 
 
 def test_bad_input_is_one_line_and_exit_2() -> None:
-    for args in (["--broker", "http://nope", "agents"], ["match", "x", "-k", "0"], ["match", "-"]):
+    for args in (
+        ["--broker", "http://nope", "agents"],
+        ["match", "x", "-k", "0"],
+        ["match", "x", "-k", "101"],
+        ["match", "-"],
+        ["match", "x", "--config", "/nonexistent/router.yaml"],
+    ):
         proc = cli(*args, stdin="")
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
