@@ -230,12 +230,12 @@ def configure_match(p: argparse.ArgumentParser) -> None:
         "texts", nargs="+", metavar="TEXT", help="step texts to match; '-' reads one per line from stdin"
     )
     p.add_argument("--tier", choices=TIERS, help="match on this tier only (default: the tier ladder)")
-    p.add_argument("-k", type=int, default=5, help="matches per text (default 5)")
+    p.add_argument("-k", type=int, help="matches per text (default: the config's matching.k, 5)")
     p.add_argument(
         "--config",
         type=Path,
         metavar="FILE",
-        help="a router config: match with its `matching` settings (weights, intent banks, glossaries)",
+        help="a router config: match as that router would (its matching settings and glossaries)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
@@ -256,14 +256,15 @@ def run_match(args: argparse.Namespace) -> int:
     from agentmesh.router_config import RouterConfig
     from agentmesh.routing import Match, Matcher, PreparedQuery
 
-    if not 1 <= args.k <= 100:
+    if args.k is not None and not 1 <= args.k <= 100:
         raise UsageError("-k must be between 1 and 100")
     queries = read_queries(args.texts, sys.stdin)
     if not queries:
         raise UsageError("no query text given")
 
-    weights = RouterConfig.load(args.config).matching.model_copy(update={"k": args.k})
-    registry = Registry(glossary=Glossary.load(weights.glossaries))
+    config = RouterConfig.load(args.config)
+    weights = config.matching.model_copy(update={"k": args.k or config.matching.k})
+    registry = Registry(glossary=Glossary.load(config.glossaries))
 
     async def compute() -> list[tuple[PreparedQuery | None, list[Match]]]:
         client = await connected_client(args, "match")
@@ -276,8 +277,8 @@ def run_match(args: argparse.Namespace) -> int:
             return [(None, []) for _ in queries]
         prepared = await asyncio.to_thread(matcher.prepare_queries, queries)
         if args.tier:
-            return [(pq, matcher.match(pq, tier=args.tier, k=args.k)) for pq in prepared]
-        return [(pq, matcher.explain(pq, k=args.k).ranked(args.k)) for pq in prepared]
+            return [(pq, matcher.match(pq, tier=args.tier, k=weights.k)) for pq in prepared]
+        return [(pq, matcher.explain(pq, k=weights.k).ranked(weights.k)) for pq in prepared]
 
     answers = run_async(compute())
     results = [ms for _, ms in answers]

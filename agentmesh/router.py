@@ -109,7 +109,7 @@ class Router:
         )
         self.topics = Topics(self.config.namespace)
         self._reply_to = self.topics.router_results(self.config.router_id)
-        self.registry = Registry(embedder, glossary=Glossary.load(self.config.matching.glossaries))
+        self.registry = Registry(embedder, glossary=Glossary.load(self.config.glossaries))
         self.matcher = Matcher(self.registry, self.config.matching)
         self.client = MqttClient(
             self.broker,

@@ -31,6 +31,11 @@ class RouterConfig(BaseModel):
     )
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
     matching: MatchWeights = Field(default_factory=MatchWeights)
+    glossaries: list[str] = Field(
+        default_factory=lambda: ["builtin"],
+        description="acronyms spelled out in cards and requests before matching: builtin "
+        "(agentmesh/data/glossary.yaml) and YAML files of your own (ACRONYM: expansion; later files win)",
+    )
     step_timeout_s: float = Field(
         120.0, gt=0, description="an agent silent this long has its step reassigned"
     )

@@ -261,7 +261,8 @@ def run_size(
     # Sentence vector and lexical terms, as the router prepares a query (cards that bring their own
     # vectors have no token vectors, so late interaction does not apply here).
     prepared_queries = [
-        PreparedQuery(t, q, None, terms(t)) for t, q in zip(query_texts_, queries, strict=True)
+        PreparedQuery(t, q, None, terms(registry.glossary.expand(t)))
+        for t, q in zip(query_texts_, queries, strict=True)
     ]
     for pq in prepared_queries[:20]:  # warm caches (filter, BLAS, lexical)
         matcher.match(pq, tier="cloud", k=k)

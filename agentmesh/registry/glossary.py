@@ -3,14 +3,15 @@
 all-MiniLM-L6-v2 knows common words but not what most trade acronyms stand for: to it "Drafts RFPs
 and IFBs" says little, and nothing near "write the solicitation for the janitorial contract". So the
 registry writes each known acronym's expansion after its first use, in card text ("RFPs (request
-for proposals)") and in requests alike, before either is embedded or indexed for lexical matching.
+for proposal)") and in requests alike, before either is embedded or indexed for lexical matching.
 The acronym itself stays, so a request that uses it still meets the card that does.
 
 The built-in glossary (``agentmesh/data/glossary.yaml``, about 2,500 acronyms across sectors) was
-written for no particular mesh; a team adds its own with ``matching.glossaries`` (YAML mappings
-``ACRONYM: expansion``; a later file's entry wins). Only acronyms written in capitals are spelled
-out, with an optional plural ``s``; a text mostly in capitals is left alone (it is shouting, and
-its words are not acronyms).
+written for no particular mesh; a team adds its own with ``glossaries`` in the router config (YAML
+mappings ``ACRONYM: expansion``; a later file's entry wins). Only acronyms written in capitals are
+spelled out (a plural ``s`` after one is fine), not inside code, paths, URLs or IDs, not when the
+text already says them in words, and not in a text whose other words are mostly in capitals too
+(it is shouting, and its words are not acronyms).
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ from typing import Any
 from agentmesh.config import load_yaml
 from agentmesh.errors import ConfigError
 from agentmesh.protocol import Capability
+from agentmesh.registry.text import terms
 
-BUILTIN = "builtin"  # the name of the shipped glossary among matching.glossaries
+BUILTIN = "builtin"  # the name of the shipped glossary among a router's glossaries
 BUILTIN_GLOSSARY = Path(__file__).resolve().parents[1] / "data" / "glossary.yaml"
 
-_KEY = re.compile(r"[A-Z0-9&]*[A-Z][A-Z0-9&]*")
-_CANDIDATE = re.compile(r"\b([A-Z0-9][A-Z0-9&]*[A-Z0-9])(s?)\b")
+_KEY = re.compile(r"[A-Z0-9][A-Z0-9&]*[A-Z0-9]")
+# An acronym in running text: not a piece of a path, URL, version, e-mail or ID ("v2.API",
+# "/API/", "PO-5512"), where spelling it out would only add noise.
+_CANDIDATE = re.compile(r"(?<![./:\\@#$-])\b([A-Z0-9][A-Z0-9&]*[A-Z0-9])s?\b(?![./:\\@-]\w)")
+_CODE = re.compile(r"`[^`]*`")
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9&]+")
 
 
 class Glossary:
@@ -40,11 +46,16 @@ class Glossary:
     @classmethod
     def load(cls, sources: Sequence[str] = (BUILTIN,)) -> Glossary:
         """The entries of every source, in order: ``"builtin"`` for the shipped glossary, any
-        other string for the path of a YAML file."""
+        other string for the path of a YAML file. A later file's entry wins; ``KEY: null``
+        drops an earlier one."""
         entries: dict[str, str] = {}
         for source in sources:
             path = BUILTIN_GLOSSARY if source == BUILTIN else Path(source).expanduser()
-            entries.update(parse_glossary(load_yaml(path), path))
+            for key, value in parse_glossary(load_yaml(path), path).items():
+                if value is None:
+                    entries.pop(key, None)
+                else:
+                    entries[key] = value
         return cls(entries)
 
     def __len__(self) -> int:
@@ -52,27 +63,16 @@ class Glossary:
 
     def found(self, text: str) -> list[tuple[str, str]]:
         """The (acronym, expansion) pairs ``expand`` spells out in ``text``, in order."""
-        if not self.entries or _shouting(text):
-            return []
-        out: list[tuple[str, str]] = []
-        for m in _CANDIDATE.finditer(text):
-            key = m.group(1)
-            expansion = self.entries.get(key)
-            if expansion is not None and all(k != key for k, _ in out) and not _spelled(text, expansion):
-                out.append((key, expansion))
-        return out
+        return [(m.group(1), self.entries[m.group(1)]) for m in self._first_uses(text)]
 
     def expand(self, text: str) -> str:
         """``text`` with each known acronym's expansion after its first use."""
-        found = dict(self.found(text))
-        if not found:
-            return text
-
-        def spell(m: re.Match[str]) -> str:
-            expansion = found.pop(m.group(1), None)
-            return m.group(0) if expansion is None else f"{m.group(0)} ({expansion}{m.group(2)})"
-
-        return _CANDIDATE.sub(spell, text)
+        parts: list[str] = []
+        last = 0
+        for m in self._first_uses(text):
+            parts += [text[last : m.end()], f" ({self.entries[m.group(1)]})"]
+            last = m.end()
+        return "".join(parts) + text[last:] if parts else text
 
     def expand_capability(self, cap: Capability) -> Capability:
         """The capability with its description and examples spelled out (name and tags are
@@ -83,32 +83,62 @@ class Glossary:
             return cap
         return cap.model_copy(update={"description": description, "examples": examples})
 
+    def _first_uses(self, text: str) -> list[re.Match[str]]:
+        if not self.entries:
+            return []
+        code = [m.span() for m in _CODE.finditer(text)] if "`" in text else []
+        seen: set[str] = set()
+        uses: list[re.Match[str]] = []
+        text_terms: set[str] | None = None
+        for m in _CANDIDATE.finditer(text):
+            key = m.group(1)
+            if key in seen or key not in self.entries or any(a <= m.start() < b for a, b in code):
+                continue
+            seen.add(key)
+            if text_terms is None:
+                text_terms = set(terms(text))
+            # Already said in words ("a request for proposals (RFP)"): once is enough.
+            said = terms(self.entries[key].split(" / ")[0])
+            if not said or not set(said) <= text_terms:
+                uses.append(m)
+        return [] if uses and self._shouting(text) else uses
 
-def parse_glossary(data: Any, source: Path) -> dict[str, str]:
-    """A glossary file's entries from its YAML: a mapping of acronyms in capitals to expansions."""
+    def _shouting(self, text: str) -> bool:
+        """Whether most words that are not acronyms are in capitals: then none of them are."""
+        words = [
+            w
+            for w in _WORD.findall(text)
+            if w not in self.entries and w.removesuffix("s") not in self.entries
+        ]
+        return len(words) >= 3 and sum(w.isupper() for w in words) > 0.6 * len(words)
+
+
+def parse_glossary(data: Any, source: Path) -> dict[str, str | None]:
+    """A glossary file's entries from its YAML: a mapping of acronyms in capitals to expansions
+    (None: drop the entry)."""
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError("a glossary is a mapping of ACRONYM: expansion", path=str(source))
-    entries: dict[str, str] = {}
+    entries: dict[str, str | None] = {}
     for key, value in data.items():
-        if not isinstance(key, str) or len(key) < 2 or not _KEY.fullmatch(key):
+        if isinstance(key, bool):
             raise ConfigError(
-                "an acronym is two or more capitals and digits (with at least one letter)",
+                "YAML reads NO, YES, ON and OFF as true/false: quote such a key ('NO': ...)",
                 path=str(source),
                 field=str(key),
             )
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError("the expansion must be a non-empty string", path=str(source), field=key)
-        entries[key] = " ".join(value.split())
+        if not isinstance(key, str) or not _KEY.fullmatch(key) or not any(c.isalpha() for c in key):
+            raise ConfigError(
+                "an acronym is two or more capitals, digits and '&', with a letter, as written",
+                path=str(source),
+                field=str(key),
+            )
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(
+                "the expansion must be a non-empty string (or null to drop the entry)",
+                path=str(source),
+                field=key,
+            )
+        entries[key] = " ".join(value.split()) if value is not None else None
     return entries
-
-
-def _shouting(text: str) -> bool:
-    letters = [c for c in text if c.isalpha()]
-    return len(letters) >= 12 and sum(c.isupper() for c in letters) > 0.6 * len(letters)
-
-
-def _spelled(text: str, expansion: str) -> bool:
-    """Whether the text already says what the acronym stands for (its first sense)."""
-    return expansion.split(" / ")[0].lower() in text.lower()

@@ -12,6 +12,7 @@ thread) turns a card into vectors, ``apply_vcv`` (cheap, call it from one thread
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -49,6 +50,9 @@ class PreparedCard:
     kinds: list[tuple[ViewKind, ...]]
     tokens: list[TokenVectors | None] = field(default_factory=list)
     provided: bool = False
+    # Each capability's lexical terms, its acronyms spelled out: computed here (in a worker
+    # thread) so that applying the card on the event loop does not spell it out again.
+    terms: list[Counter[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -113,7 +117,8 @@ class Registry:
 
     ``embedder`` defaults to a (lazily loaded) MiniLMEmbedder. ``indexed=False`` only tracks cards
     and presence (no model, no index), e.g. to list the mesh. ``glossary`` spells out acronyms in
-    card text and in requests (registry/glossary.py); the built-in one by default.
+    card text and in requests (registry/glossary.py); the built-in one by default. A card that
+    brings vectors of our model (``embedding``) is taken as sent: its vectors are not spelled out.
     """
 
     def __init__(
@@ -212,8 +217,10 @@ class Registry:
 
     def prepare_many(self, vcvs: list[CapabilityVector]) -> list[PreparedCard]:
         """Embed several cards in one batch (much faster than one by one)."""
+        spelled = [[self.glossary.expand_capability(cap) for cap in vcv.capabilities] for vcv in vcvs]
+        card_terms = [[capability_terms(cap) for cap in caps] for caps in spelled]
         if self.embedder is None:
-            return [PreparedCard(v, [], []) for v in vcvs]
+            return [PreparedCard(v, [], [], terms=t) for v, t in zip(vcvs, card_terms, strict=True)]
         embedder = self.embedder
         out: list[PreparedCard] = []
         texts: list[str] = []
@@ -228,18 +235,17 @@ class Registry:
                         [("card",)] * len(provided),
                         [None] * len(provided),
                         provided=True,
+                        terms=card_terms[i],
                     )
                 )
                 continue
             kinds: list[tuple[ViewKind, ...]] = []
-            for cap in vcv.capabilities:
-                views = capability_views(
-                    self.glossary.expand_capability(cap), max_examples=self.params.max_examples
-                )
+            for cap in spelled[i]:
+                views = capability_views(cap, max_examples=self.params.max_examples)
                 kinds.append(tuple(v.kind for v in views))
                 texts.extend(v.text for v in views)
             plan.append((i, kinds))
-            out.append(PreparedCard(vcv, [], []))  # placeholder, filled below
+            out.append(PreparedCard(vcv, [], [], terms=card_terms[i]))  # placeholder, filled below
         if not texts:
             return out
         tokens: list[TokenVectors] | None = None
@@ -260,7 +266,7 @@ class Registry:
                     parts = [tokens[pos + j] for j, kind in enumerate(cap_kinds) if kind in TOKEN_VIEWS]
                     cap_tokens.append(TokenVectors.concat(parts, embedder.dim))
                 pos += n
-            out[i] = PreparedCard(vcvs[i], vectors, kinds, cap_tokens)
+            out[i] = PreparedCard(vcvs[i], vectors, kinds, cap_tokens, terms=card_terms[i])
         return out
 
     def apply_vcv(
@@ -314,7 +320,10 @@ class Registry:
                 tokens=card.tokens or [None] * len(card.vectors),
             )
             for c, cap in enumerate(card.vcv.capabilities):
-                self.lexical.add((agent_id, c), capability_terms(self.glossary.expand_capability(cap)))
+                if c < len(card.terms):
+                    self.lexical.add((agent_id, c), card.terms[c])
+                else:  # a PreparedCard made elsewhere
+                    self.lexical.add((agent_id, c), capability_terms(self.glossary.expand_capability(cap)))
                 tokens = entry.tokens[c] if c < len(entry.tokens) else None
                 if tokens is not None:
                     self.pieces.add((agent_id, c), tokens.pieces)

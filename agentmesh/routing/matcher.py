@@ -168,18 +168,24 @@ class Matcher:
 
     def embed_queries(self, texts: list[str]) -> Vectors:
         """Embed many queries in one batch (and warm the embedder's cache for matching them)."""
+        return self._embed([self.registry.glossary.expand(t) for t in texts])
+
+    def _embed(self, spelled: list[str]) -> Vectors:
         embedder = self.registry.embedder
         assert embedder is not None
-        texts = [self.registry.glossary.expand(t) for t in texts]
         if isinstance(embedder, TokenEmbedder):
-            return embedder.embed_with_tokens(texts)[0]
-        return embedder.embed(texts)
+            return embedder.embed_with_tokens(spelled)[0]
+        return embedder.embed(spelled)
 
     def prepare_queries(self, texts: list[str]) -> list[PreparedQuery]:
         """``prepare_query`` for many texts, embedded in one batch (thread-safe: for a worker
         thread, so that matching them later on the event loop only hits the cache)."""
-        self.embed_queries(texts)
-        return [self.prepare_query(text) for text in texts]
+        with self._prepared_lock:
+            new = [t for t in dict.fromkeys(texts) if t not in self._prepared]
+        spelled = {t: self.registry.glossary.expand(t) for t in new}
+        if spelled:
+            self._embed(list(spelled.values()))
+        return [self._prepare(t, spelled.pop(t)) if t in spelled else self.prepare_query(t) for t in texts]
 
     def intent_bank(self) -> IntentBank | None:
         """The intent bank queries are expanded with (routing/intents.py); None when w_intent is 0
@@ -204,9 +210,11 @@ class Matcher:
             if hit is not None:
                 self._prepared.move_to_end(text)
                 return hit
+        return self._prepare(text, self.registry.glossary.expand(text))  # spelled out as the cards
+
+    def _prepare(self, text: str, spelled: str) -> PreparedQuery:
         embedder = self.registry.embedder
         assert embedder is not None
-        spelled = self.registry.glossary.expand(text)  # as the cards were
         tokens: TokenVectors | None = None
         if isinstance(embedder, TokenEmbedder):
             vectors, toks = embedder.embed_with_tokens([spelled])

@@ -58,11 +58,6 @@ class MatchWeights(BaseModel):
         description="the intent banks: 'builtin' (agentmesh/data/intents.yaml) and paths of YAML files "
         "of your own intents",
     )
-    glossaries: list[str] = Field(
-        default_factory=lambda: ["builtin"],
-        description="acronyms spelled out in cards and requests before they are embedded: 'builtin' "
-        "(agentmesh/data/glossary.yaml) and paths of YAML files of your own (ACRONYM: expansion)",
-    )
     cost_ref_usd_per_mtok: float = Field(10.0, gt=0, description="price that counts as half the cost penalty")
     latency_ref_ms: float = Field(
         2000.0, gt=0, description="p50 latency that counts as half the latency penalty"

@@ -153,19 +153,20 @@ async def test_match_takes_a_router_configs_matching_settings(mesh_cards: str, t
     ours = tmp_path / "acronyms.yaml"
     ours.write_text("NDA: nightly data archive\nZQV: zone quality verification\n")
     config = tmp_path / "router.yaml"
-    config.write_text(yaml.safe_dump({"matching": {"glossaries": ["builtin", str(ours)], "k": 3}}))
-    proc = cli(
-        "--broker", mesh_cards, "match", "send the NDA and the ZQV to HR", "-k", "1", "--config", str(config)
-    )
+    config.write_text(yaml.safe_dump({"glossaries": ["builtin", str(ours)], "matching": {"k": 1}}))
+    text = "send the NDA and the ZQV to HR"
+    proc = cli("--broker", mesh_cards, "match", text, "--config", str(config))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert (
         "  acronyms: NDA = nightly data archive; ZQV = zone quality verification; HR = human resources"
         in lines
     )
-    assert sum(line.strip().startswith("1 ") for line in lines) == 1 and not any(
-        line.strip().startswith("2 ") for line in lines
-    )  # -k wins over the config's k
+    rows = [line.split()[0] for line in lines if line.startswith("  ") and line.split()[0].isdigit()]
+    assert rows == ["1"]  # the config's matching.k
+    proc = cli("--broker", mesh_cards, "match", text, "--config", str(config), "-k", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)[0]["matches"]) == 2  # -k wins over the config
 
 
 async def test_match_one_tier_and_exit_codes(mesh_cards: str) -> None:
