@@ -319,11 +319,8 @@ class Registry:
                 kinds=card.kinds,
                 tokens=card.tokens or [None] * len(card.vectors),
             )
-            for c, cap in enumerate(card.vcv.capabilities):
-                if c < len(card.terms):
-                    self.lexical.add((agent_id, c), card.terms[c])
-                else:  # a PreparedCard made elsewhere
-                    self.lexical.add((agent_id, c), capability_terms(self.glossary.expand_capability(cap)))
+            for c, counts in enumerate(card.terms):
+                self.lexical.add((agent_id, c), counts)
                 tokens = entry.tokens[c] if c < len(entry.tokens) else None
                 if tokens is not None:
                     self.pieces.add((agent_id, c), tokens.pieces)
