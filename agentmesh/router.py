@@ -35,6 +35,7 @@ from agentmesh.orchestration import (
 from agentmesh.planning import (
     PLANNER_STEP_ID,
     SINGLE_STEP_ID,
+    complete_plan,
     looks_multipart,
     parse_plan_output,
     plan_schema,
@@ -384,10 +385,12 @@ class Router:
 
     def _on_plan_result(self, task: Task, step: Step, attempt: Attempt) -> None:
         plan: Plan | None = None
+        added: list[str] = []
         reason = attempt.reason or attempt.status
         if attempt.status == "ok":
             try:
                 plan = parse_plan_output(attempt.output, max_steps=self.config.max_plan_steps)
+                plan, added = complete_plan(plan, task.request.text, max_steps=self.config.max_plan_steps)
             except PlanError as exc:
                 reason = str(exc)
                 attempt.reason = f"invalid plan: {exc}"
@@ -409,7 +412,10 @@ class Router:
             return
         step.status = "done"
         step.accepted = len(step.attempts) - 1
-        self._use_plan(task, plan, f"planned by {attempt.agent_id}")
+        how = f"planned by {attempt.agent_id}"
+        if added:
+            how += f"; the router added {', '.join(added)} for what the plan left out of the task"
+        self._use_plan(task, plan, how)
 
     def _use_plan(self, task: Task, plan: Plan, how: str) -> None:
         if all(ps.query in self._embedded for ps in plan.steps):

@@ -1,5 +1,5 @@
 """What a model sees for one step: the system prompt, the instruction, the outputs of the steps it
-depends on, and the weak previous attempt when the step was escalated (so a bigger model can
+depends on, and the weak previous answer when the step was escalated (so a bigger model can
 improve on it rather than start blind)."""
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ def user_message(request: StepRequest, *, schema_in_prompt: bool = True) -> str:
         for step_id, output in request.inputs.items():
             lines.append(f"[{step_id}]\n{output.strip()}")
         parts.append("\n".join(lines))
-    if request.previous is not None:
+    # An attempt that declined or failed left nothing to improve on, and telling a small model
+    # about it made Gemma 3 270M answer with nothing at all.
+    if request.previous is not None and request.previous.output.strip():
         prev = request.previous
         parts.append(
             f"A previous attempt by {prev.agent_id} ({prev.tier} tier) was not good enough "

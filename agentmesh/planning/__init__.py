@@ -3,18 +3,24 @@
 from agentmesh.planning.plan import SINGLE_STEP_ID, plan_schema, single_step_plan, validate_plan
 from agentmesh.planning.planners import (
     PLANNER_STEP_ID,
+    TaskPart,
+    complete_plan,
     looks_multipart,
     parse_plan_output,
     planning_instruction,
+    task_parts,
 )
 
 __all__ = [
     "PLANNER_STEP_ID",
     "SINGLE_STEP_ID",
+    "TaskPart",
+    "complete_plan",
     "looks_multipart",
     "parse_plan_output",
     "plan_schema",
     "planning_instruction",
     "single_step_plan",
+    "task_parts",
     "validate_plan",
 ]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from agentmesh.errors import PlanError
 from agentmesh.planning.plan import validate_plan
-from agentmesh.protocol import Plan
+from agentmesh.protocol import Plan, PlanStep
+from agentmesh.registry.text import terms
 
 PLANNER_STEP_ID = "planner"
 
@@ -163,3 +165,125 @@ def _drop_copies(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
         seen.add(text)
         kept.append(step)
     return kept
+
+
+# ---- coverage: a plan must not drop part of the task ---------------------------------------------
+# Tiny planners often copy the first part of a task and stop ("What is 2**10? Also convert 2 h to
+# minutes" -> one step), and the task would then finish "done" with half an answer. So the router
+# cuts the task into parts itself and adds, as steps of their own, the parts no step mentions.
+
+_LINES = re.compile(r"\n+")
+_CLAUSE_END = re.compile(r"(?<=[.?!])\s+|;")
+_SEQUENCE = r"(?:then|after that|afterwards|finally|lastly|next(?=\s*,)|also)\b"
+_CONNECTIVE = re.compile(rf"^\s*(?:(?:and|but)\s+)?({_SEQUENCE}|first\b(?=\s*,|\s+\w))[\s,:]*", re.IGNORECASE)
+_BEFORE_CONNECTIVE = re.compile(rf"[\s,]+(?=(?:and\s+)?{_SEQUENCE})", re.IGNORECASE)
+_LIST_MARK = re.compile(r"^\s*(?:\d+[.)]|[-*])\s+")
+# How a request starts: an imperative, a question word, or a way of asking.
+_ASKING = (
+    r"(?:please\s+)?(?:add|analy[sz]e|answer|book|brainstorm|calculate|check|classify|compare|compute|"
+    r"convert|correct|count|create|define|describe|determine|divide|draft|email|estimate|evaluate|"
+    r"explain|extract|find|fix|format|generate|give|help|identify|list|look|make|multiply|name|"
+    r"outline|plan|predict|proofread|provide|rank|recommend|remind|review|rewrite|schedule|search|"
+    r"send|show|solve|sort|subtract|suggest|summari[sz]e|tell|translate|write|what|what's|which|who|"
+    r"when|where|why|how|can you|could you|would you|i need|i want|i'd like|let me know)\b"
+)
+_REQUEST = re.compile(_ASKING, re.IGNORECASE)
+# "X and Y" is two parts only when Y starts like a request of its own ("... and compute 9*9").
+_AND = re.compile(rf",?\s+and\s+(?={_ASKING})", re.IGNORECASE)
+_FOLLOWS = re.compile(r"\b(?:it|its|them|result|results|answer|above)\b", re.IGNORECASE)
+_NUMBER = re.compile(r"\d+")
+_COURTESY = frozenset({"thank", "thanks", "hi", "hello", "hey", "cheer", "ok", "okay", "great", "pleas"})
+
+
+def _words(text: str) -> set[str]:
+    """Content words, stemmed, and every number ("compute 9*9" is about 9)."""
+    return {*terms(text), *_NUMBER.findall(text)} - _COURTESY
+
+
+@dataclass(frozen=True)
+class TaskPart:
+    text: str  # without its leading connective ("then", "also")
+    follows: bool  # it continues from the part before ("then ...", "... the result")
+
+    @property
+    def is_request(self) -> bool:
+        """It asks for something (rather than giving the material or the scene for a request)."""
+        return self.text.endswith("?") or bool(_REQUEST.match(self.text))
+
+
+def task_parts(text: str) -> list[TaskPart]:
+    """The parts of a task a plan must cover, in order: sentences, ``;``-clauses, list items, and
+    clauses introduced by "then"/"also"/"finally", and "X and Y" where Y starts like a request of its
+    own ("compare apples and oranges" stays one part). Greetings and thanks are not parts."""
+    parts: list[TaskPart] = []
+    clauses = [c for line in _LINES.split(text) for c in _CLAUSE_END.split(_LIST_MARK.sub("", line))]
+    for clause in clauses:
+        for piece in _BEFORE_CONNECTIVE.split(clause):
+            connective = _CONNECTIVE.match(piece)
+            body, sequenced = piece, False
+            if connective:
+                body = piece[connective.end() :]
+                sequenced = connective.group(1).lower() not in ("also", "first")
+            for n, side in enumerate(_split_and(body.strip())):
+                side = side.strip().rstrip(",")
+                if _words(side):
+                    parts.append(TaskPart(side, (n == 0 and sequenced) or bool(_FOLLOWS.search(side))))
+    return parts
+
+
+def _split_and(text: str) -> list[str]:
+    out: list[str] = []
+    for side in _AND.split(text):
+        if out and len(_words(out[-1])) < 2:
+            out[-1] += " and " + side  # "Translate it and send it": one part
+        else:
+            out.append(side)
+    return out
+
+
+def _covered(wanted: set[str], words: set[str]) -> bool:
+    """Most of a part's content words (stemmed, or their first five letters) are in ``words``."""
+    prefixes = {w[:5] for w in words}
+    found = sum(1 for w in wanted if w in words or w[:5] in prefixes)
+    return 2 * found > len(wanted)
+
+
+def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> tuple[Plan, list[str]]:
+    """``plan`` with a step for every request in ``text`` that none of its steps covers, and the ids
+    of the steps added. An added part that continues from the one before ("then ...", "... the
+    result") depends on the step that covers that one.
+
+    Raises PlanError when the plan leaves out a part that is not a request (the material or the
+    scene a request needs: only the whole text keeps it with the request) or when the added steps
+    would exceed ``max_steps``."""
+    steps = list(plan.steps)
+    step_words = [_words(s.instruction) for s in steps]
+    planned = set().union(*step_words)
+    covering: list[str] = []  # per part: the step that covers it best
+    added: list[str] = []
+    for part in task_parts(text):
+        wanted = _words(part.text)
+        if _covered(wanted, planned):
+            covering.append(steps[max(range(len(steps)), key=lambda i: len(wanted & step_words[i]))].id)
+            continue
+        if not part.is_request:
+            raise PlanError(f"the plan leaves out part of the task: {part.text[:80]!r}", field="steps")
+        step_id = next(
+            f"s{n}" for n in range(len(steps) + 1, 2 * len(steps) + 2) if f"s{n}" not in {s.id for s in steps}
+        )
+        depends_on = covering[-1:] if part.follows else []
+        steps.append(
+            PlanStep(id=step_id, instruction=part.text[:1].upper() + part.text[1:], depends_on=depends_on)
+        )
+        step_words.append(wanted)
+        covering.append(step_id)
+        added.append(step_id)
+    if len(steps) > max_steps:
+        raise PlanError(
+            f"the plan leaves out {len(added)} part(s) of the task and has no room for them "
+            f"(at most {max_steps} steps)",
+            field="steps",
+        )
+    if not added:
+        return plan, []
+    return validate_plan({"steps": [s.model_dump(exclude_none=True) for s in steps]}), added

@@ -1,7 +1,8 @@
 """`agentmesh up` on real models: SmolLM2 (device and planner), Gemma 3 270M (edge), tool agents.
 
 A two-part task goes through the LLM planner (SmolLM2, output constrained to the plan schema) and
-its parts run in parallel on the agents the router picks.
+its parts run in parallel on the agents the router picks; a task whose parts the planner leaves out
+still gets every part answered.
 """
 
 from __future__ import annotations
@@ -93,6 +94,19 @@ async def test_up_answers_a_two_part_task_through_the_llm_planner(
     assert "144" in result.output and "3.10685" in result.output, result.output
     assert {s.agent_id for s in dag} == {"units-1", "calc-1"}
     assert result.usage.completion_tokens > 0  # the planner generated its plan
+
+    # SmolLM2 plans only the first part of this one; the router adds the parts it left out, and
+    # the dependent one gets the first answer ("12") in place of "the result".
+    async with MeshClient(broker) as mesh:
+        handle = await mesh.submit(
+            "Convert 3 miles to km; compute 45+67. Then multiply the result by 2.", planner="llm", events=True
+        )
+        events = [ev async for ev in handle.events()]
+        result = await handle.result(timeout=120)
+    assert result.status == "done", f"{result.error}\n{log.read_text()[-3000:]}"
+    planned = next(e for e in events if e.kind == "planned")
+    assert planned.detail.startswith("planned by planner-1"), planned.detail
+    assert "4.828032 km" in result.output and "224" in result.output, (planned.detail, result.output)
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0

@@ -31,3 +31,11 @@ def test_inputs_previous_and_schema_are_included() -> None:
     assert "phone-1" in text and "Lime" in text and "low confidence 0.2" in text
     assert '{"type":"object"}' in text
     assert text.index("[s1]") < text.index("Lime")
+
+
+def test_a_previous_attempt_without_an_answer_is_left_out() -> None:
+    declined = PreviousAttempt(agent_id="units-1", tier="device", output="", reason="declined: not a unit")
+    text = user_message(
+        StepRequest(instruction="What is the boiling point of water in kelvin?", previous=declined)
+    )
+    assert text == "What is the boiling point of water in kelvin?"

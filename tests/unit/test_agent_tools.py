@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,18 @@ from agentmesh.agent.tools.units import UnitError, convert, find_unit, parse_que
         ("10 % 4", "2"),
         ("12 \u00d7 (3 \u2212 4)", "-12"),  # multiplication sign, minus sign
         ("123456789123456789 * 987654321987654321", str(123456789123456789 * 987654321987654321)),
+        # said in words
+        ("What is 2 to the power of 10?", "1024"),
+        ("Multiply 12 by 3", "36"),
+        ("divide 12 by 4", "3"),
+        ("Add 5 to 12", "17"),
+        ("subtract 3 from 10", "7"),
+        ("what is 7 times 6", "42"),
+        ("What is 144 divided by 12?", "12"),
+        ("What is 12 squared?", "144"),
+        ("the sum of 2 and 3", "5"),
+        ("Multiply 6*7 by 2.", "84"),  # a planner's rewrite of "6*7, then multiply the result by 2"
+        ("subtract 2 from (3 + 4)", "5"),
     ],
 )
 def test_calculate(text: str, expected: str) -> None:
@@ -41,6 +54,9 @@ def test_calculate(text: str, expected: str) -> None:
         "Calculate 10 / 0",
         "compute 2**100000",
         "9**9**9**9",
+        # a number is not a sum: these once came back "12" and "2" with confidence 1.0
+        "Convert 12 kg to pounds.",
+        "Is 2 a prime number?",
     ],
 )
 def test_calculate_declines_what_it_cannot_do(text: str) -> None:
@@ -89,6 +105,37 @@ def test_convert_units(text: str, expected: str) -> None:
 @pytest.mark.parametrize("text", ["5 km to kg", "10 parsecs to m", "what is love"])
 def test_convert_units_declines(text: str) -> None:
     assert tools.convert_units(text, {})["status"] == "declined"
+
+
+@pytest.mark.parametrize(
+    ("tool", "instruction", "inputs", "expected"),
+    [
+        (
+            tools.convert_units,
+            "Convert the result from kg to pounds.",
+            {"s1": "12"},
+            "12 kg = 26.45547146 lb",
+        ),
+        (
+            tools.convert_units,
+            "Convert it to feet",
+            {"s1": "5 km = 3.106855961 mi"},
+            "3.106855961 mi = 16404.19947 ft",
+        ),
+        (tools.calculate, "Multiply the result by 3", {"s1": "12"}, "36"),
+        (tools.calculate, "Then add 1 to that", {"s1": "5 km = 3.1 mi"}, "4.1"),
+    ],
+)
+def test_tools_use_the_earlier_answer_a_step_refers_to(
+    tool: Any, instruction: str, inputs: dict[str, str], expected: str
+) -> None:
+    assert tool(instruction, inputs) == {"output": expected, "confidence": 1.0}
+
+
+def test_an_instruction_without_one_numeric_input_is_left_alone() -> None:
+    assert tools.with_inputs("Convert it to feet", {}) == "Convert it to feet"
+    assert tools.with_inputs("Convert it to feet", {"s1": "no number"}) == "Convert it to feet"
+    assert tools.with_inputs("Add it to that", {"s1": "1", "s2": "2"}) == "Add it to that"
 
 
 def test_unit_table() -> None:

@@ -8,11 +8,13 @@ import pytest
 
 from agentmesh.errors import PlanError
 from agentmesh.planning import (
+    complete_plan,
     looks_multipart,
     parse_plan_output,
     plan_schema,
     planning_instruction,
     single_step_plan,
+    task_parts,
     validate_plan,
 )
 
@@ -164,3 +166,148 @@ def test_parse_plan_output_drops_copies_of_the_examples_and_repeats() -> None:
         parse_plan_output(
             '{"steps":[{"id":"s1","instruction":"Write a haiku about the result.","depends_on":[]}]}'
         )
+
+
+def _plan(*instructions: str) -> object:
+    return validate_plan(
+        {"steps": [{"id": f"s{n}", "instruction": text} for n, text in enumerate(instructions, start=1)]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        (
+            "What is the capital of France? Also, translate 'good morning' into Spanish.",
+            [("What is the capital of France?", False), ("translate 'good morning' into Spanish.", False)],
+        ),
+        (
+            "Convert 3 miles to km; compute 45+67; name the largest planet.",
+            [("Convert 3 miles to km", False), ("compute 45+67", False), ("name the largest planet.", False)],
+        ),
+        (
+            "Write a haiku about rain, then count its words.",
+            [("Write a haiku about rain", False), ("count its words.", True)],
+        ),
+        (
+            "Convert 20 liters to gallons and compute 9*9.",
+            [("Convert 20 liters to gallons", False), ("compute 9*9.", False)],
+        ),
+        # "and" between parts of one thing is not a new part; a list item is.
+        ("Compare apples and oranges for a snack.", [("Compare apples and oranges for a snack.", False)]),
+        (
+            "Do these:\n1. Convert 2 h to minutes\n2. Compute 3*3",
+            [("Convert 2 h to minutes", False), ("Compute 3*3", False)],
+        ),
+        ("Next week I fly to Oslo.", [("Next week I fly to Oslo.", False)]),
+        (
+            "First, compute 15% of 80. Then name the first president.",
+            [("compute 15% of 80.", False), ("name the first president.", True)],
+        ),
+    ],
+)
+def test_task_parts(text: str, parts: list[tuple[str, bool]]) -> None:
+    assert [(p.text, p.follows) for p in task_parts(text)] == parts
+
+
+# The plans below are what the demo's SmolLM2-135M planner answered to these tasks: it copied the
+# first part and stopped.
+@pytest.mark.parametrize(
+    ("text", "plan", "added"),
+    [
+        (
+            "What is the capital of France? Also, translate 'good morning' into Spanish.",
+            ["What is the capital of France?"],
+            [("s2", "Translate 'good morning' into Spanish.", [])],
+        ),
+        (
+            "Convert 3 miles to km; compute 45+67; name the largest planet.",
+            ["Convert 3 miles to km."],
+            [("s2", "Compute 45+67", []), ("s3", "Name the largest planet.", [])],
+        ),
+        (
+            "Convert 20 liters to gallons and compute 9*9.",
+            ["Convert 20 liters to gallons."],
+            [("s2", "Compute 9*9.", [])],
+        ),
+        (
+            "First compute 15% of 80. Then convert the result from kg to pounds.",
+            ["First compute 15% of 80."],
+            [("s2", "Convert the result from kg to pounds.", ["s1"])],
+        ),
+        (
+            "Convert 10 miles to km. Then convert it to meters.",
+            ["Convert 10 miles to km."],
+            [("s2", "Convert it to meters.", ["s1"])],
+        ),
+        # Greetings and thanks are not parts; scene-setting the plan kept is covered.
+        (
+            "I'm flying to Lisbon on Friday. What should I pack? Also convert 200 euros to dollars. Thanks!",
+            ["What should I pack for flying to Lisbon on Friday?"],
+            [("s2", "Convert 200 euros to dollars.", [])],
+        ),
+    ],
+)
+def test_complete_plan_adds_the_parts_a_planner_left_out(
+    text: str, plan: list[str], added: list[tuple[str, str, list[str]]]
+) -> None:
+    completed, ids = complete_plan(_plan(*plan), text)  # type: ignore[arg-type]
+    assert ids == [a[0] for a in added]
+    assert [(s.id, s.instruction, s.depends_on) for s in completed.steps[len(plan) :]] == added
+    assert completed.outputs() == [
+        s.id for s in completed.steps if s.id not in {d for x in completed.steps for d in x.depends_on}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "plan"),
+    [
+        ("Convert 5 km to miles. Then compute 12*12.", ["Convert 5 km to miles.", "Compute 12*12."]),
+        # Paraphrase and merged steps still cover the task.
+        ("Convert 5 kilometres to miles", ["Convert five kilometers to miles"]),
+        (
+            "Summarize the benefits of exercise in one sentence. Then translate it into German.",
+            ["Summarize the benefits of exercise in one sentence.", "Translate the summary into German."],
+        ),
+        ("Translate the memo and then summarize it.", ["Translate the memo and summarize it."]),
+    ],
+)
+def test_complete_plan_keeps_a_plan_that_covers_the_task(text: str, plan: list[str]) -> None:
+    original = _plan(*plan)
+    completed, ids = complete_plan(original, text)  # type: ignore[arg-type]
+    assert ids == [] and completed is original
+
+
+@pytest.mark.parametrize(
+    ("text", "plan", "left_out"),
+    [
+        # The scene a request needs, or the material it works on, only stays with it in the whole
+        # text: the router asks again and then falls back to one step.
+        (
+            "I'm flying to Lisbon on Friday. What should I pack?",
+            ["What should I pack?"],
+            "I'm flying to Lisbon on Friday.",
+        ),
+        (
+            "Here is my draft:\nThe meeting moved to Monday. Bring the budget figures.\n"
+            "Fix the grammar, then translate it into French.",
+            ["Fix the grammar.", "Translate it into French."],
+            "Here is my draft:",
+        ),
+    ],
+)
+def test_complete_plan_rejects_a_plan_that_drops_what_is_not_a_request(
+    text: str, plan: list[str], left_out: str
+) -> None:
+    with pytest.raises(PlanError, match="leaves out part of the task") as info:
+        complete_plan(_plan(*plan), text)  # type: ignore[arg-type]
+    assert left_out in str(info.value)
+
+
+def test_complete_plan_raises_when_there_is_no_room() -> None:
+    with pytest.raises(PlanError, match="leaves out 2 part"):
+        complete_plan(
+            _plan("Convert 3 miles to km."),
+            "Convert 3 miles to km; compute 45+67; name the largest planet.",
+            max_steps=2,
+        )  # type: ignore[arg-type]

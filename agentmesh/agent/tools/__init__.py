@@ -6,7 +6,8 @@ Real tools:
 - ``calculate``: exact arithmetic on the expression found in the instruction (no eval).
 - ``convert_units``: "convert 5 km to miles", "100 F in C", "how many ounces is 2 lb".
 Both decline (status "declined", with the reason) a request they cannot parse, so the router can
-send the step on to a model instead.
+send the step on to a model instead. A step that works on an earlier step's answer ("convert the
+result to pounds", with that answer in ``inputs``) gets the answer's value in place of the words.
 
 Test and benchmark helpers (the router's escalation tests use them):
 - ``echo``: returns the instruction and the inputs; optional ``delay_s``, ``log_file`` (appends
@@ -19,19 +20,52 @@ Test and benchmark helpers (the router's escalation tests use them):
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
-from agentmesh.agent.tools.arith import ArithmeticError_, evaluate, extract_expression, format_number
+from agentmesh.agent.tools.arith import (
+    ArithmeticError_,
+    evaluate,
+    extract_expression,
+    format_number,
+    has_operator,
+)
 from agentmesh.agent.tools.units import UnitError, convert, format_quantity, parse_query
 
-__all__ = ["calculate", "convert_units", "decline", "echo", "fail", "low_confidence"]
+__all__ = ["calculate", "convert_units", "decline", "echo", "fail", "low_confidence", "with_inputs"]
+
+
+# "Then multiply the result by 3": a step that works on an earlier step's answer names it so.
+_REFERENCE = re.compile(r"\b(?:the\s+(?:result|answer|number|value)|that|it)\b", re.IGNORECASE)
+_QUANTITY = re.compile(r"[-+]?\d+(?:[.,]\d+)?(?:e[-+]?\d+)?")
+
+
+def with_inputs(instruction: str, inputs: dict[str, str], *, keep_unit: bool = False) -> str:
+    """The instruction with its reference to the one earlier answer in ``inputs`` replaced by that
+    answer's value: ("Convert the result to pounds", {"s1": "12 kg"}) -> "Convert 12 kg to pounds".
+    A tool answer "5 km = 3.1 mi" gives "3.1 mi" (or 3.1 without ``keep_unit``). Unchanged when
+    there is not exactly one input or it holds no number."""
+    if len(inputs) != 1:
+        return instruction
+    answer = next(iter(inputs.values())).rsplit("=", 1)[-1].strip()
+    number = _QUANTITY.search(answer)
+    if number is None:
+        return instruction
+    value = answer[number.start() :] if keep_unit else number.group(0)
+    return _REFERENCE.sub(lambda _: value, instruction, count=1)
 
 
 def calculate(instruction: str, inputs: dict[str, str]) -> dict[str, Any]:
-    expression = extract_expression(instruction)
+    expression = extract_expression(with_inputs(instruction, inputs))
     if expression is None:
         return {"status": "declined", "reason": "no arithmetic expression in the instruction"}
+    if not has_operator(expression):
+        # "Convert 12 kg to pounds" holds a number, not a sum: answering "12" would be wrong.
+        return {
+            "status": "declined",
+            "reason": f"nothing to calculate in the instruction (only {expression!r})",
+        }
     try:
         value = evaluate(expression)
     except ArithmeticError_ as exc:
@@ -41,7 +75,7 @@ def calculate(instruction: str, inputs: dict[str, str]) -> dict[str, Any]:
 
 def convert_units(instruction: str, inputs: dict[str, str]) -> dict[str, Any]:
     try:
-        value, source, target = parse_query(instruction)
+        value, source, target = parse_query(with_inputs(instruction, inputs, keep_unit=True))
         result = convert(value, source, target)
     except UnitError as exc:
         return {"status": "declined", "reason": str(exc)}

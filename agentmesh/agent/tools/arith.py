@@ -126,19 +126,49 @@ _CANDIDATE = re.compile(rf"[-+(]*\s*\d[\d\s.(){_OPS}x]*(?:of\s*[\d\s.(){_OPS}x]+
 _HAS_OP = re.compile(rf"[{_OPS}]|\bx\b|\bof\b")
 
 
+_NUM = r"([-+]?\d+(?:\.\d+)?)"
+_OPERAND = r"([-+(]*\d(?:[\d.()+\-*/^% ]*[\d)])?)"  # "12", "6*7", "(2 + 3)"
+# Arithmetic said in words, rewritten to symbols before the expression is looked for.
+_WORDS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), repl)
+    for pattern, repl in (
+        (rf"\bmultiply\s+{_OPERAND}\s+(?:by|and|with)\s+{_NUM}", r"(\1)*\2"),
+        (rf"\bdivide\s+{_OPERAND}\s+by\s+{_NUM}", r"(\1)/\2"),
+        (rf"\b(?:add|sum)\s+{_NUM}\s+(?:to|and|plus)\s+{_OPERAND}", r"\1+(\2)"),
+        (rf"\bsubtract\s+{_NUM}\s+from\s+{_OPERAND}", r"(\2)-\1"),
+        (rf"\b(?:the\s+)?sum\s+of\s+{_NUM}\s+and\s+{_NUM}", r"\1+\2"),
+        (rf"\b(?:the\s+)?product\s+of\s+{_NUM}\s+and\s+{_NUM}", r"\1*\2"),
+        (r"\s*\bto\s+the\s+power\s+of\s+", "**"),
+        (r"\s*\bsquared\b", "**2"),
+        (r"\s*\bcubed\b", "**3"),
+        (r"\s+(?:times|multiplied\s+by)\s+(?=[-+(]?\d)", "*"),
+        (r"\s+divided\s+by\s+(?=[-+(]?\d)", "/"),
+        (r"\s+plus\s+(?=[-+(]?\d)", "+"),
+        (r"\s+minus\s+(?=[-+(]?\d)", "-"),
+    )
+)
+
+
 def extract_expression(text: str) -> str | None:
-    """The arithmetic inside a sentence ("What is 12 * (3 + 4)?" -> "12 * (3 + 4)")."""
+    """The arithmetic inside a sentence ("What is 12 * (3 + 4)?" -> "12 * (3 + 4)"; "multiply 12
+    by 3" -> "12*3")."""
+    for pattern, repl in _WORDS:
+        text = pattern.sub(repl, text)
     best: str | None = None
     for match in _CANDIDATE.finditer(text):
         cand = match.group(0).strip().rstrip(".").strip()
         cand = _balance(cand)
         if not re.search(r"\d", cand):
             continue
-        has_op = bool(_HAS_OP.search(cand[1:] if cand[:1] in "+-" else cand))
-        score = (has_op, len(cand))
-        if best is None or score > (bool(_HAS_OP.search(best)), len(best)):
+        score = (has_operator(cand), len(cand))
+        if best is None or score > (has_operator(best), len(best)):
             best = cand
     return best
+
+
+def has_operator(expression: str) -> bool:
+    """Whether an extracted expression does any arithmetic (a sign in front does not count)."""
+    return bool(_HAS_OP.search(expression[1:] if expression[:1] in "+-" else expression))
 
 
 def _balance(text: str) -> str:

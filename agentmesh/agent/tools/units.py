@@ -127,7 +127,7 @@ def convert(value: Fraction, source: Unit, target: Unit) -> Fraction:
 
 
 _QUERY = re.compile(
-    r"(?P<value>[-+]?\d+(?:[.,]\d+)?(?:e[-+]?\d+)?)\s*(?P<src>[^\d]+?)"
+    r"(?P<value>[-+]?\d+(?:[.,]\d+)?(?:e[-+]?\d+)?)\s*(?:from\s+)?(?P<src>[^\d]+?)"
     r"\s+(?:to|in|into|as)\s+(?P<dst>[a-z°\"'/ ^0-9]+?)\s*[?.!]*\s*$",
     re.IGNORECASE,
 )
