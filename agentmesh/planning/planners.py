@@ -9,8 +9,10 @@ text is sent back once in a retry.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,9 +217,12 @@ def task_parts(text: str) -> list[TaskPart]:
     """The parts of a task a plan must cover, in order: sentences, ``;``-clauses, list items, and
     clauses introduced by "then"/"also"/"finally", and "X and Y" where Y starts like a request of its
     own ("compare apples and oranges" stays one part). Greetings and thanks are not parts."""
-    parts: list[TaskPart] = []
-    clauses = [c for line in _LINES.split(text) for c in _CLAUSE_END.split(_LIST_MARK.sub("", line))]
-    for clause in clauses:
+    return list(_iter_parts(text))
+
+
+def _iter_parts(text: str) -> Iterator[TaskPart]:
+    # Lazily: a plan that leaves out the first sentence of a long document is judged there.
+    for clause in (c for line in _LINES.split(text) for c in _CLAUSE_END.split(_LIST_MARK.sub("", line))):
         for piece in _BEFORE_CONNECTIVE.split(clause):
             connective = _CONNECTIVE.match(piece)
             body, sequenced = piece, False
@@ -227,8 +232,7 @@ def task_parts(text: str) -> list[TaskPart]:
             for n, side in enumerate(_split_and(body.strip())):
                 side = side.strip().rstrip(",")
                 if _words(side):
-                    parts.append(TaskPart(side, (n == 0 and sequenced) or bool(_FOLLOWS.search(side))))
-    return parts
+                    yield TaskPart(side, (n == 0 and sequenced) or bool(_FOLLOWS.search(side)))
 
 
 def _split_and(text: str) -> list[str]:
@@ -261,16 +265,19 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> tuple[Plan, lis
     planned = set().union(*step_words)
     covering: list[str] = []  # per part: the step that covers it best
     added: list[str] = []
-    for part in task_parts(text):
+    for part in _iter_parts(text):
         wanted = _words(part.text)
         if _covered(wanted, planned):
             covering.append(steps[max(range(len(steps)), key=lambda i: len(wanted & step_words[i]))].id)
             continue
         if not part.is_request:
             raise PlanError(f"the plan leaves out part of the task: {part.text[:80]!r}", field="steps")
-        step_id = next(
-            f"s{n}" for n in range(len(steps) + 1, 2 * len(steps) + 2) if f"s{n}" not in {s.id for s in steps}
-        )
+        if len(steps) >= max_steps:
+            raise PlanError(
+                f"the plan leaves out more parts of the task than fit in {max_steps} steps", field="steps"
+            )
+        ids = {s.id for s in steps}
+        step_id = next(f"s{n}" for n in itertools.count(len(steps) + 1) if f"s{n}" not in ids)
         depends_on = covering[-1:] if part.follows else []
         steps.append(
             PlanStep(id=step_id, instruction=part.text[:1].upper() + part.text[1:], depends_on=depends_on)
@@ -278,12 +285,6 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> tuple[Plan, lis
         step_words.append(wanted)
         covering.append(step_id)
         added.append(step_id)
-    if len(steps) > max_steps:
-        raise PlanError(
-            f"the plan leaves out {len(added)} part(s) of the task and has no room for them "
-            f"(at most {max_steps} steps)",
-            field="steps",
-        )
     if not added:
         return plan, []
     return validate_plan({"steps": [s.model_dump(exclude_none=True) for s in steps]}), added
