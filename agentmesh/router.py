@@ -385,12 +385,13 @@ class Router:
 
     def _on_plan_result(self, task: Task, step: Step, attempt: Attempt) -> None:
         plan: Plan | None = None
-        added: list[str] = []
+        changes = ""
         reason = attempt.reason or attempt.status
         if attempt.status == "ok":
             try:
-                plan = parse_plan_output(attempt.output, max_steps=self.config.max_plan_steps)
-                plan, added = complete_plan(plan, task.request.text, max_steps=self.config.max_plan_steps)
+                parsed = parse_plan_output(attempt.output, max_steps=self.config.max_plan_steps)
+                completion = complete_plan(parsed, task.request.text, max_steps=self.config.max_plan_steps)
+                plan, changes = completion.plan, completion.describe()
             except PlanError as exc:
                 reason = str(exc)
                 attempt.reason = f"invalid plan: {exc}"
@@ -412,9 +413,7 @@ class Router:
             return
         step.status = "done"
         step.accepted = len(step.attempts) - 1
-        how = f"planned by {attempt.agent_id}"
-        if added:
-            how += f"; the router added {', '.join(added)} for what the plan left out of the task"
+        how = f"planned by {attempt.agent_id}" + (f"; {changes}" if changes else "")
         self._use_plan(task, plan, how)
 
     def _use_plan(self, task: Task, plan: Plan, how: str) -> None:

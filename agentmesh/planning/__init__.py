@@ -3,6 +3,7 @@
 from agentmesh.planning.plan import SINGLE_STEP_ID, plan_schema, single_step_plan, validate_plan
 from agentmesh.planning.planners import (
     PLANNER_STEP_ID,
+    Completion,
     TaskPart,
     complete_plan,
     looks_multipart,
@@ -14,6 +15,7 @@ from agentmesh.planning.planners import (
 __all__ = [
     "PLANNER_STEP_ID",
     "SINGLE_STEP_ID",
+    "Completion",
     "TaskPart",
     "complete_plan",
     "looks_multipart",

@@ -171,30 +171,51 @@ def _drop_copies(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # ---- coverage: a plan must not drop part of the task ---------------------------------------------
 # Tiny planners often copy the first part of a task and stop ("What is 2**10? Also convert 2 h to
-# minutes" -> one step), and the task would then finish "done" with half an answer. So the router
-# cuts the task into parts itself and adds, as steps of their own, the parts no step mentions.
+# minutes" -> one step), make up a step from the prompt's examples ("Convert 10 kg to square
+# feet"), or leave out that a step works on an earlier one's answer ("What is 480 minus that?").
+# The task would then finish "done" with half an answer. So the router cuts the task into parts
+# itself, drops made-up steps, adds the parts no step mentions, and wires up back-references.
 
 _LINES = re.compile(r"\n+")
-_CLAUSE_END = re.compile(r"(?<=[.?!])\s+|;")
+_CLAUSE_END = re.compile(r"(?:(?<=[.?!])|(?<=[.?!][\"'\u201d\u2019)]))\s+|;")
 _SEQUENCE = r"(?:then|after that|afterwards|finally|lastly|next(?=\s*,)|also)\b"
-_CONNECTIVE = re.compile(rf"^\s*(?:(?:and|but)\s+)?({_SEQUENCE}|first\b(?=\s*,|\s+\w))[\s,:]*", re.IGNORECASE)
-_BEFORE_CONNECTIVE = re.compile(rf"[\s,]+(?=(?:and\s+)?{_SEQUENCE})", re.IGNORECASE)
+_CONNECTIVE = re.compile(
+    rf"^\s*(?:(?:and|but)\s+)?({_SEQUENCE}|first\b(?=\s*,|\s+\w))[\s,:]*|^\s*(and|but)\s+", re.IGNORECASE
+)
+# Inside a sentence "then" starts a part; "also" and "finally" only after a comma or "and" ("I
+# finally finished my essay" is one part). The lookbehind keeps the split linear on long runs of
+# spaces or commas.
+_BEFORE_CONNECTIVE = re.compile(
+    r"(?<![\s,])(?:[\s,]+(?=(?:and\s+)?(?:then|after that|afterwards)\b)"
+    r"|(?:\s*,\s*(?:and\s+)?|\s+and\s+)(?=(?:also|finally|lastly)\b))",
+    re.IGNORECASE,
+)
 _LIST_MARK = re.compile(r"^\s*(?:\d+[.)]|[-*])\s+")
 # How a request starts: an imperative, a question word, or a way of asking.
 _ASKING = (
-    r"(?:please\s+)?(?:add|analy[sz]e|answer|book|brainstorm|calculate|check|classify|compare|compute|"
-    r"convert|correct|count|create|define|describe|determine|divide|draft|email|estimate|evaluate|"
-    r"explain|extract|find|fix|format|generate|give|help|identify|list|look|make|multiply|name|"
-    r"outline|plan|predict|proofread|provide|rank|recommend|remind|review|rewrite|schedule|search|"
-    r"send|show|solve|sort|subtract|suggest|summari[sz]e|tell|translate|write|what|what's|which|who|"
-    r"when|where|why|how|can you|could you|would you|i need|i want|i'd like|let me know)\b"
+    r"(?:please\s+)?(?:add|analy[sz]e|answer|apply|book|brainstorm|calculate|check|classify|compare|"
+    r"compute|convert|correct|count|create|define|describe|determine|divide|draft|email|estimate|"
+    r"evaluate|explain|extract|find|fix|format|generate|give|help|identify|list|look|make|multiply|"
+    r"name|outline|plan|predict|proofread|provide|rank|recommend|remind|review|rewrite|round|say|"
+    r"schedule|search|send|show|solve|sort|subtract|suggest|summari[sz]e|take|tell|translate|turn|"
+    r"work out|write|what|what's|whats|which|who|when|where|why|how|can you|could you|would you|"
+    r"i need|i want|i'd like|let me know)\b"
 )
 _REQUEST = re.compile(_ASKING, re.IGNORECASE)
 # "X and Y" is two parts only when Y starts like a request of its own ("... and compute 9*9").
-_AND = re.compile(rf",?\s+and\s+(?={_ASKING})", re.IGNORECASE)
-_FOLLOWS = re.compile(r"\b(?:it|its|them|result|results|answer|above)\b", re.IGNORECASE)
+_AND = re.compile(rf"(?<![\s,]),?\s+and\s+(?={_ASKING})", re.IGNORECASE)
+# Words by which a step works on an earlier answer ("minus that", "the result", "convert it").
+_REFERS_BACK = re.compile(
+    r"\bthe\s+(?:result|answer|total|summary|translation|corrected|same)\b|\bthat\s+(?:many|much|amount|"
+    r"number|value|distance|total|sentence|text)\b|\b(?:of|from|by|minus|plus|times|into|convert|"
+    r"translate|rewrite|multiply|divide|round|turn|summari[sz]e)\s+(?:it|that|them)\b|\b(?:its|their)\b"
+    r"|\bthat\s*[?.!]*$",
+    re.IGNORECASE,
+)
 _NUMBER = re.compile(r"\d+")
-_COURTESY = frozenset({"thank", "thanks", "hi", "hello", "hey", "cheer", "ok", "okay", "great", "pleas"})
+_COURTESY = frozenset(
+    {"thank", "thanks", "thx", "hi", "hello", "hey", "cheer", "ok", "okay", "great", "pleas"}
+)
 
 
 def _words(text: str) -> set[str]:
@@ -205,12 +226,10 @@ def _words(text: str) -> set[str]:
 @dataclass(frozen=True)
 class TaskPart:
     text: str  # without its leading connective ("then", "also")
-    follows: bool  # it continues from the part before ("then ...", "... the result")
-
-    @property
-    def is_request(self) -> bool:
-        """It asks for something (rather than giving the material or the scene for a request)."""
-        return self.text.endswith("?") or bool(_REQUEST.match(self.text))
+    follows: bool  # it works on the answer of the part before ("... the result", "minus that")
+    # It asks for something (a question, an imperative, a list item, a clause after "then" or
+    # "also"), rather than giving the material or the scene for a request.
+    asks: bool
 
 
 def task_parts(text: str) -> list[TaskPart]:
@@ -222,17 +241,23 @@ def task_parts(text: str) -> list[TaskPart]:
 
 def _iter_parts(text: str) -> Iterator[TaskPart]:
     # Lazily: a plan that leaves out the first sentence of a long document is judged there.
-    for clause in (c for line in _LINES.split(text) for c in _CLAUSE_END.split(_LIST_MARK.sub("", line))):
-        for piece in _BEFORE_CONNECTIVE.split(clause):
-            connective = _CONNECTIVE.match(piece)
-            body, sequenced = piece, False
-            if connective:
-                body = piece[connective.end() :]
-                sequenced = connective.group(1).lower() not in ("also", "first")
-            for n, side in enumerate(_split_and(body.strip())):
-                side = side.strip().rstrip(",")
-                if _words(side):
-                    yield TaskPart(side, (n == 0 and sequenced) or bool(_FOLLOWS.search(side)))
+    for line in _LINES.split(text):
+        item = _LIST_MARK.match(line) is not None
+        for clause in _CLAUSE_END.split(_LIST_MARK.sub("", line)):
+            for piece in _BEFORE_CONNECTIVE.split(clause):
+                connective = _CONNECTIVE.match(piece)
+                body = piece[connective.end() :] if connective else piece
+                for n, side in enumerate(_split_and(body.strip())):
+                    side = side.strip().rstrip(",")
+                    if _words(side):
+                        yield TaskPart(
+                            side,
+                            follows=bool(_REFERS_BACK.search(side)),
+                            asks=item
+                            or (n == 0 and connective is not None)
+                            or side.endswith("?")
+                            or bool(_REQUEST.match(side)),
+                        )
 
 
 def _split_and(text: str) -> list[str]:
@@ -252,17 +277,51 @@ def _covered(wanted: set[str], words: set[str]) -> bool:
     return 2 * found > len(wanted)
 
 
-def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> tuple[Plan, list[str]]:
-    """``plan`` with a step for every request in ``text`` that none of its steps covers, and the ids
-    of the steps added. An added part that continues from the one before ("then ...", "... the
-    result") depends on the step that covers that one.
+@dataclass(frozen=True)
+class Completion:
+    """What ``complete_plan`` changed in a plan (step ids)."""
+
+    plan: Plan
+    added: list[str]  # a step for a part the plan left out
+    dropped: list[str]  # steps with a number the task does not have (made up, or copied from the examples)
+    wired: list[str]  # steps that refer to an earlier answer, now depending on the step before
+
+    def describe(self) -> str:
+        """For the ``planned`` event: "" when nothing changed."""
+        said = []
+        if self.dropped:
+            said.append(f"dropped {', '.join(self.dropped)} (numbers the task does not have)")
+        if self.added:
+            said.append(f"added {', '.join(self.added)} for what the plan left out of the task")
+        if self.wired:
+            said.append(f"made {', '.join(self.wired)} wait for the answer it refers to")
+        return "the router " + "; ".join(said) if said else ""
+
+
+def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
+    """An LLM's ``plan`` made whole for the task ``text``: steps with numbers the task does not have
+    are dropped; a step that refers to an earlier answer ("minus that") and depends on nothing
+    depends on the step before it; every request in ``text`` that no step covers gets a step of its
+    own, depending on the step of the part before when it works on its answer ("the result").
+    Parts too short to stand alone ("Explain why.", "Keep it short.") are left to the plan.
 
     Raises PlanError when the plan leaves out a part that is not a request (the material or the
-    scene a request needs: only the whole text keeps it with the request) or when the added steps
-    would exceed ``max_steps``."""
-    steps = list(plan.steps)
+    scene a request needs: only the whole text keeps it with the request) or when the steps would
+    exceed ``max_steps``."""
+    numbers = set(_NUMBER.findall(text))
+    dropped = [s.id for s in plan.steps if not set(_NUMBER.findall(s.instruction)) <= numbers]
+    steps: list[PlanStep] = []
+    wired: list[str] = []
+    for step in plan.steps:
+        if step.id in dropped:
+            continue
+        depends_on = [d for d in step.depends_on if d not in dropped]
+        if steps and not depends_on and _REFERS_BACK.search(step.instruction):
+            depends_on = [steps[-1].id]
+            wired.append(step.id)
+        steps.append(step.model_copy(update={"depends_on": depends_on}))
     step_words = [_words(s.instruction) for s in steps]
-    planned = set().union(*step_words)
+    planned: set[str] = set().union(*step_words)
     covering: list[str] = []  # per part: the step that covers it best
     added: list[str] = []
     for part in _iter_parts(text):
@@ -270,21 +329,31 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> tuple[Plan, lis
         if _covered(wanted, planned):
             covering.append(steps[max(range(len(steps)), key=lambda i: len(wanted & step_words[i]))].id)
             continue
-        if not part.is_request:
+        if len(wanted) < 2:
+            continue  # "Keep it short.", "Explain why.", "And of Germany?": not a part on its own
+        if not part.asks:
+            if len(wanted) < 3:
+                continue  # "Thanks a lot!", "Be concise."
             raise PlanError(f"the plan leaves out part of the task: {part.text[:80]!r}", field="steps")
         if len(steps) >= max_steps:
             raise PlanError(
                 f"the plan leaves out more parts of the task than fit in {max_steps} steps", field="steps"
             )
-        ids = {s.id for s in steps}
-        step_id = next(f"s{n}" for n in itertools.count(len(steps) + 1) if f"s{n}" not in ids)
+        ids = {s.id for s in steps} | set(dropped)
+        step_id = next(f"s{n}" for n in itertools.count(1) if f"s{n}" not in ids)
         depends_on = covering[-1:] if part.follows else []
         steps.append(
             PlanStep(id=step_id, instruction=part.text[:1].upper() + part.text[1:], depends_on=depends_on)
         )
         step_words.append(wanted)
+        planned |= wanted
         covering.append(step_id)
         added.append(step_id)
-    if not added:
-        return plan, []
-    return validate_plan({"steps": [s.model_dump(exclude_none=True) for s in steps]}), added
+    if not (added or dropped or wired):
+        return Completion(plan, [], [], [])
+    # The answer to every part the task asked for, not only the last steps' ("Write a haiku, then
+    # count its words": the haiku and the count).
+    answering = set(covering)
+    output = [s.id for s in steps if s.id in answering]
+    data = {"steps": [s.model_dump(exclude_none=True) for s in steps], "output": output}
+    return Completion(validate_plan(data), added, dropped, wired)

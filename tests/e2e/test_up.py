@@ -96,7 +96,7 @@ async def test_up_answers_a_two_part_task_through_the_llm_planner(
     assert result.usage.completion_tokens > 0  # the planner generated its plan
 
     # SmolLM2 plans only the first part of this one; the router adds the parts it left out, and
-    # the dependent one gets the first answer ("12") in place of "the result".
+    # the dependent one gets the answer it refers to (112) in place of "the result".
     async with MeshClient(broker) as mesh:
         handle = await mesh.submit(
             "Convert 3 miles to km; compute 45+67. Then multiply the result by 2.", planner="llm", events=True

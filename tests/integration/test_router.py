@@ -164,6 +164,55 @@ async def test_an_agent_killed_mid_step_has_its_step_reassigned(mesh: Mesh) -> N
     assert "reassigned" in [e.kind for e in events]
 
 
+def canned_planner(mesh: Mesh, *steps: str) -> None:
+    """A planner agent that answers every planning step with the same plan of ``steps``."""
+    plan = {
+        "steps": [{"id": f"s{n}", "instruction": text, "depends_on": []} for n, text in enumerate(steps, 1)]
+    }
+    mesh.agent(
+        "planner-1",
+        tier="edge",
+        tool="canned",
+        kwargs={"output": json.dumps(plan)},
+        capability="plan",
+        description="Decompose a task into a plan of steps, as JSON.",
+        tags=["plan"],
+    )
+
+
+async def test_the_router_adds_what_the_llm_plan_left_out(mesh: Mesh) -> None:
+    canned_planner(mesh, "Compute 6*7.")
+    mesh.agent(
+        "calc-1", tool="calculate", capability="arithmetic", description="Compute arithmetic: + - * /."
+    )
+    _, client = await mesh.start("planner-1", "calc-1")
+    result, events = await run_collecting(
+        client, "Compute 6*7. Then multiply the result by 2. Also compute 10-3.", planner="llm"
+    )
+    assert result.status == "done", result.error
+    planned = next(e for e in events if e.kind == "planned")
+    assert planned.detail == (
+        "planned by planner-1; the router added s2, s3 for what the plan left out of the task: "
+        "s1; s2 <- s1; s3"
+    )
+    assert result.outputs == {"s1": "42", "s2": "84", "s3": "7"} and result.output == "42\n\n84\n\n7"
+
+
+async def test_a_plan_that_drops_the_material_falls_back_to_one_step(mesh: Mesh) -> None:
+    # The planner leaves out the sentence the request works on, and does so again when asked again.
+    canned_planner(mesh, "Repeat the text back.")
+    mesh.agent("echo-1")
+    _, client = await mesh.start("planner-1", "echo-1")
+    text = "The quarterly numbers came in higher than expected. Repeat the text back."
+    result, events = await run_collecting(client, text, planner="llm")
+    assert result.status == "done", result.error
+    reassigned = [e for e in events if e.kind == "reassigned"]
+    assert len(reassigned) == 1 and "leaves out part of the task" in reassigned[0].detail
+    planned = next(e for e in events if e.kind == "planned")
+    assert planned.detail.startswith("single step (planner failed: ") and "leaves out" in planned.detail
+    assert result.output.startswith(text)
+
+
 async def test_a_task_nothing_can_serve_is_rejected(mesh: Mesh) -> None:
     mesh.agent("echo-1")
     _, client = await mesh.start("echo-1")

@@ -38,6 +38,10 @@ from agentmesh.agent.tools.units import UnitError, convert, find_unit, parse_que
         ("What is 12 squared?", "144"),
         ("the sum of 2 and 3", "5"),
         ("Multiply 6*7 by 2.", "84"),  # a planner's rewrite of "6*7, then multiply the result by 2"
+        ("divide 6 by (1+2)", "2"),
+        ("multiply (1+2) by (3+4)", "21"),
+        ("add 5 to the product of 2 and 3", "11"),
+        ("7 times -2", "-14"),
         ("subtract 2 from (3 + 4)", "5"),
     ],
 )
@@ -124,6 +128,13 @@ def test_convert_units_declines(text: str) -> None:
         ),
         (tools.calculate, "Multiply the result by 3", {"s1": "12"}, "36"),
         (tools.calculate, "Then add 1 to that", {"s1": "5 km = 3.1 mi"}, "4.1"),
+        # the answer's last number, the exact form of the calculator's own answer, thousands
+        (tools.calculate, "Multiply the result by 2", {"s1": "15% of 80 is 12."}, "24"),
+        (tools.calculate, "Multiply the result by 3", {"s1": "1/3 \u2248 0.333333333333"}, "1"),
+        (tools.calculate, "Divide the result by 7", {"s1": "1,234,562"}, "176366"),
+        # the definite reference, not the first "that"
+        (tools.calculate, "Is that right? Multiply the result by 2", {"s1": "21"}, "42"),
+        (tools.calculate, "Multiply that number by 2", {"s1": "21"}, "42"),
     ],
 )
 def test_tools_use_the_earlier_answer_a_step_refers_to(

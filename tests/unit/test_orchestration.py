@@ -134,6 +134,13 @@ def test_previous_is_the_last_answered_attempt() -> None:
     ]
     prev = step.previous()
     assert prev is not None and prev.agent_id == "d1" and prev.output == "weak" and prev.reason == "low"
+    # A later attempt that declined has nothing to improve on: the weak answer is still handed on.
+    step.attempts.append(Attempt(attempt=3, agent_id="units", tier="device", status="declined", reason="no"))
+    prev = step.previous()
+    assert prev is not None and prev.agent_id == "d1"
+    step.attempts = step.attempts[2:]
+    prev = step.previous()
+    assert prev is not None and prev.agent_id == "units" and prev.output == ""
 
 
 def test_result_totals_and_outputs() -> None:

@@ -13,6 +13,7 @@ Test and benchmark helpers (the router's escalation tests use them):
 - ``echo``: returns the instruction and the inputs; optional ``delay_s``, ``log_file`` (appends
   one line per call, to count executions) and ``confidence``.
 - ``low_confidence``: answers with a fixed low ``confidence`` (default 0.1).
+- ``canned``: answers every step with ``output`` (the router's planner tests plan with it).
 - ``fail``: raises RuntimeError(``message``).
 - ``decline``: declines with ``reason``.
 """
@@ -33,27 +34,38 @@ from agentmesh.agent.tools.arith import (
 )
 from agentmesh.agent.tools.units import UnitError, convert, format_quantity, parse_query
 
-__all__ = ["calculate", "convert_units", "decline", "echo", "fail", "low_confidence", "with_inputs"]
+__all__ = ["calculate", "canned", "convert_units", "decline", "echo", "fail", "low_confidence", "with_inputs"]
 
 
-# "Then multiply the result by 3": a step that works on an earlier step's answer names it so.
-_REFERENCE = re.compile(r"\b(?:the\s+(?:result|answer|number|value)|that|it)\b", re.IGNORECASE)
-_QUANTITY = re.compile(r"[-+]?\d+(?:[.,]\d+)?(?:e[-+]?\d+)?")
+# "Then multiply the result by 3": a step that works on an earlier step's answer names it so; the
+# definite phrases first, so "Is that right? Multiply the result by 2" replaces "the result".
+_REFERENCES = (
+    re.compile(r"\b(?:the\s+(?:result|answer|total)|that\s+(?:number|value|amount|result|total))\b", re.I),
+    re.compile(r"\b(?:that|it)\b", re.IGNORECASE),
+)
+_QUANTITY = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[-+]?\d+(?:\.\d+)?(?:/\d+)?(?:e[-+]?\d+)?")
 
 
 def with_inputs(instruction: str, inputs: dict[str, str], *, keep_unit: bool = False) -> str:
     """The instruction with its reference to the one earlier answer in ``inputs`` replaced by that
     answer's value: ("Convert the result to pounds", {"s1": "12 kg"}) -> "Convert 12 kg to pounds".
-    A tool answer "5 km = 3.1 mi" gives "3.1 mi" (or 3.1 without ``keep_unit``). Unchanged when
-    there is not exactly one input or it holds no number."""
+    The value is the answer's last number after any "=" ("5 km = 3.1 mi" gives 3.1, or "3.1 mi"
+    with ``keep_unit``; "15% of 80 is 12." gives 12) and before any "\u2248" (the calculator's
+    "1/3 \u2248 0.33" gives 1/3). Unchanged when there is not exactly one input or it holds no
+    number."""
     if len(inputs) != 1:
         return instruction
-    answer = next(iter(inputs.values())).rsplit("=", 1)[-1].strip()
-    number = _QUANTITY.search(answer)
-    if number is None:
+    answer = next(iter(inputs.values())).rsplit("=", 1)[-1].split("\u2248")[0].strip()
+    numbers = list(_QUANTITY.finditer(answer))
+    if not numbers:
         return instruction
-    value = answer[number.start() :] if keep_unit else number.group(0)
-    return _REFERENCE.sub(lambda _: value, instruction, count=1)
+    last = numbers[-1]
+    value = answer[last.start() :].rstrip(" .") if keep_unit else last.group(0).replace(",", "")
+    for reference in _REFERENCES:
+        replaced, n = reference.subn(lambda _: value, instruction, count=1)
+        if n:
+            return replaced
+    return instruction
 
 
 def calculate(instruction: str, inputs: dict[str, str]) -> dict[str, Any]:
@@ -102,6 +114,13 @@ def echo(
     output = "\n".join(lines)
     if confidence is None:
         return output
+    return {"output": output, "confidence": confidence}
+
+
+def canned(
+    instruction: str, inputs: dict[str, str], *, output: str, confidence: float = 1.0
+) -> dict[str, Any]:
+    """Answers every step with ``output`` (a planner that always plans the same)."""
     return {"output": output, "confidence": confidence}
 
 

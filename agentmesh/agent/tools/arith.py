@@ -126,25 +126,27 @@ _CANDIDATE = re.compile(rf"[-+(]*\s*\d[\d\s.(){_OPS}x]*(?:of\s*[\d\s.(){_OPS}x]+
 _HAS_OP = re.compile(rf"[{_OPS}]|\bx\b|\bof\b")
 
 
-_NUM = r"([-+]?\d+(?:\.\d+)?)"
+_NUM = r"([-+]?\d+(?:\.\d+)?|\([^()]*\))"  # a number or a parenthesised group
 _OPERAND = r"([-+(]*\d(?:[\d.()+\-*/^% ]*[\d)])?)"  # "12", "6*7", "(2 + 3)"
-# Arithmetic said in words, rewritten to symbols before the expression is looked for.
+# Arithmetic said in words, rewritten to symbols before the expression is looked for; "the sum of"
+# and "the product of" first, so "add 5 to the product of 2 and 3" is 5+(2*3). The (?<!\s) keeps
+# the patterns that start with spaces linear on long runs of them.
 _WORDS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), repl)
     for pattern, repl in (
+        (rf"\b(?:the\s+)?sum\s+of\s+{_NUM}\s+and\s+{_NUM}", r"(\1+\2)"),
+        (rf"\b(?:the\s+)?product\s+of\s+{_NUM}\s+and\s+{_NUM}", r"(\1*\2)"),
         (rf"\bmultiply\s+{_OPERAND}\s+(?:by|and|with)\s+{_NUM}", r"(\1)*\2"),
         (rf"\bdivide\s+{_OPERAND}\s+by\s+{_NUM}", r"(\1)/\2"),
         (rf"\b(?:add|sum)\s+{_NUM}\s+(?:to|and|plus)\s+{_OPERAND}", r"\1+(\2)"),
         (rf"\bsubtract\s+{_NUM}\s+from\s+{_OPERAND}", r"(\2)-\1"),
-        (rf"\b(?:the\s+)?sum\s+of\s+{_NUM}\s+and\s+{_NUM}", r"\1+\2"),
-        (rf"\b(?:the\s+)?product\s+of\s+{_NUM}\s+and\s+{_NUM}", r"\1*\2"),
-        (r"\s*\bto\s+the\s+power\s+of\s+", "**"),
-        (r"\s*\bsquared\b", "**2"),
-        (r"\s*\bcubed\b", "**3"),
-        (r"\s+(?:times|multiplied\s+by)\s+(?=[-+(]?\d)", "*"),
-        (r"\s+divided\s+by\s+(?=[-+(]?\d)", "/"),
-        (r"\s+plus\s+(?=[-+(]?\d)", "+"),
-        (r"\s+minus\s+(?=[-+(]?\d)", "-"),
+        (r"(?<!\s)\s*\bto\s+the\s+power\s+of\s+", "**"),
+        (r"(?<!\s)\s*\bsquared\b", "**2"),
+        (r"(?<!\s)\s*\bcubed\b", "**3"),
+        (r"(?<!\s)\s+(?:times|multiplied\s+by)\s+(?=[-+(]?\d)", "*"),
+        (r"(?<!\s)\s+divided\s+by\s+(?=[-+(]?\d)", "/"),
+        (r"(?<!\s)\s+plus\s+(?=[-+(]?\d)", "+"),
+        (r"(?<!\s)\s+minus\s+(?=[-+(]?\d)", "-"),
     )
 )
 
