@@ -303,7 +303,7 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
     are dropped; a step that refers to an earlier answer ("minus that") and depends on nothing
     depends on the step before it; every request in ``text`` that no step covers gets a step of its
     own, depending on the step of the part before when it works on its answer ("the result").
-    Parts too short to stand alone ("Explain why.", "Keep it short.") are left to the plan.
+    Parts too short to stand alone ("Answer in French.", "Keep it short.") are left to the plan.
 
     Raises PlanError when the plan leaves out a part that is not a request (the material or the
     scene a request needs: only the whole text keeps it with the request) or when the steps would
@@ -329,11 +329,12 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
         if _covered(wanted, planned):
             covering.append(steps[max(range(len(steps)), key=lambda i: len(wanted & step_words[i]))].id)
             continue
-        if len(wanted) < 2:
-            continue  # "Keep it short.", "Explain why.", "And of Germany?": not a part on its own
+        if len(wanted) < 3 and not (len(wanted) == 2 and (part.follows or _NUMBER.search(part.text))):
+            # Too short to stand alone ("Answer in French.", "Give an example.", "Thanks a lot!",
+            # "And of Germany?"): a manner or a follow-up of the plan's steps, not a new part;
+            # "compute 9*9" and "convert it to meters" are parts.
+            continue
         if not part.asks:
-            if len(wanted) < 3:
-                continue  # "Thanks a lot!", "Be concise."
             raise PlanError(f"the plan leaves out part of the task: {part.text[:80]!r}", field="steps")
         if len(steps) >= max_steps:
             raise PlanError(

@@ -277,6 +277,10 @@ def test_complete_plan_adds_the_parts_a_planner_left_out(
 @pytest.mark.parametrize(
     ("text", "plan"),
     [
+        # Manners, thanks and follow-ups too short to stand alone are not parts to add.
+        ("Compute 6*7. Answer in French. Thanks a lot!", ["Compute 6*7."]),
+        ("Explain recursion simply. Give an example.", ["Explain recursion simply with an example."]),
+        ("What is the capital of France? And of Germany?", ["What is the capital of France?"]),
         ("Convert 5 km to miles. Then compute 12*12.", ["Convert 5 km to miles.", "Compute 12*12."]),
         # Paraphrase and merged steps still cover the task.
         ("Convert 5 kilometres to miles", ["Convert five kilometers to miles"]),
