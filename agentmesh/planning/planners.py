@@ -206,13 +206,15 @@ _REQUEST = re.compile(_ASKING, re.IGNORECASE)
 _AND = re.compile(rf"(?<![\s,]),?\s+and\s+(?={_ASKING})", re.IGNORECASE)
 # Words by which a step works on an earlier answer ("minus that", "the result", "convert it").
 _REFERS_BACK = re.compile(
-    r"\bthe\s+(?:result|answer|total|summary|translation|corrected|same)\b|\bthat\s+(?:many|much|amount|"
+    r"\bthe\s+(?:result|answer|summary|translation|corrected|same)\b|\bthat\s+(?:many|much|amount|"
     r"number|value|distance|total|sentence|text)\b|\b(?:of|from|by|minus|plus|times|into|convert|"
-    r"translate|rewrite|multiply|divide|round|turn|summari[sz]e)\s+(?:it|that|them)\b|\b(?:its|their)\b"
+    r"translate|rewrite|multiply|divide|round|turn|double|summari[sz]e|proofread)\s+(?:it|that|them)\b"
     r"|\bthat\s*[?.!]*$",
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"\d+")
+MAX_SPLIT_CHARS = 16_000
+_ENUMERATOR = re.compile(r"^\s*(?:step\s*)?\d+\s*[.):]\s*", re.IGNORECASE)  # "1. ", "Step 2: "
 _COURTESY = frozenset(
     {"thank", "thanks", "thx", "hi", "hello", "hey", "cheer", "ok", "okay", "great", "pleas"}
 )
@@ -230,6 +232,7 @@ class TaskPart:
     # It asks for something (a question, an imperative, a list item, a clause after "then" or
     # "also"), rather than giving the material or the scene for a request.
     asks: bool
+    joined: bool = False  # it came after "then", "also", "finally"... (not a bare "and")
 
 
 def task_parts(text: str) -> list[TaskPart]:
@@ -250,13 +253,12 @@ def _iter_parts(text: str) -> Iterator[TaskPart]:
                 for n, side in enumerate(_split_and(body.strip())):
                     side = side.strip().rstrip(",")
                     if _words(side):
+                        joined = n == 0 and connective is not None and connective.group(1) is not None
                         yield TaskPart(
                             side,
                             follows=bool(_REFERS_BACK.search(side)),
-                            asks=item
-                            or (n == 0 and connective is not None)
-                            or side.endswith("?")
-                            or bool(_REQUEST.match(side)),
+                            asks=item or joined or side.endswith("?") or bool(_REQUEST.match(side)),
+                            joined=joined,
                         )
 
 
@@ -270,9 +272,8 @@ def _split_and(text: str) -> list[str]:
     return out
 
 
-def _covered(wanted: set[str], words: set[str]) -> bool:
+def _covered(wanted: set[str], words: set[str], prefixes: set[str]) -> bool:
     """Most of a part's content words (stemmed, or their first five letters) are in ``words``."""
-    prefixes = {w[:5] for w in words}
     found = sum(1 for w in wanted if w in words or w[:5] in prefixes)
     return 2 * found > len(wanted)
 
@@ -303,36 +304,57 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
     are dropped; a step that refers to an earlier answer ("minus that") and depends on nothing
     depends on the step before it; every request in ``text`` that no step covers gets a step of its
     own, depending on the step of the part before when it works on its answer ("the result").
-    Parts too short to stand alone ("Answer in French.", "Keep it short.") are left to the plan.
+    Parts too short to stand alone ("Answer in French.", "Keep it short.") are left to the plan,
+    unless they came after "then"/"also", ask a question or were a dropped step's. The plan's
+    output is every step: each answers a part the task asked for.
 
     Raises PlanError when the plan leaves out a part that is not a request (the material or the
-    scene a request needs: only the whole text keeps it with the request) or when the steps would
-    exceed ``max_steps``."""
+    scene a request needs: only the whole text keeps it with the request), when the steps would
+    exceed ``max_steps``, or when ``text`` is longer than ``MAX_SPLIT_CHARS``."""
+    if len(text) > MAX_SPLIT_CHARS:
+        # Judging every sentence of a long document would hold the router's loop, and no plan's
+        # steps can carry such material: the whole text goes as one step.
+        raise PlanError(
+            f"the task is {len(text)} characters long; above {MAX_SPLIT_CHARS} it runs as one step"
+        )
     numbers = set(_NUMBER.findall(text))
-    dropped = [s.id for s in plan.steps if not set(_NUMBER.findall(s.instruction)) <= numbers]
+    dropped = [
+        s.id for s in plan.steps if not set(_NUMBER.findall(_ENUMERATOR.sub("", s.instruction))) <= numbers
+    ]
+    upstream = _upstream(plan)
     steps: list[PlanStep] = []
     wired: list[str] = []
-    for step in plan.steps:
+    for n, step in enumerate(plan.steps):
         if step.id in dropped:
             continue
         depends_on = [d for d in step.depends_on if d not in dropped]
-        if steps and not depends_on and _REFERS_BACK.search(step.instruction):
-            depends_on = [steps[-1].id]
+        before = plan.steps[n - 1].id if n else None
+        if (
+            not depends_on
+            and before is not None
+            and before not in dropped  # not on an answer the plan no longer has
+            and step.id not in upstream[before]  # no cycle
+            and _REFERS_BACK.search(step.instruction)
+        ):
+            depends_on = [before]
             wired.append(step.id)
         steps.append(step.model_copy(update={"depends_on": depends_on}))
     step_words = [_words(s.instruction) for s in steps]
     planned: set[str] = set().union(*step_words)
+    prefixes = {w[:5] for w in planned}
+    dropped_words = {w for s in plan.steps if s.id in dropped for w in _words(s.instruction)}
     covering: list[str] = []  # per part: the step that covers it best
     added: list[str] = []
     for part in _iter_parts(text):
         wanted = _words(part.text)
-        if _covered(wanted, planned):
+        if _covered(wanted, planned, prefixes):
             covering.append(steps[max(range(len(steps)), key=lambda i: len(wanted & step_words[i]))].id)
             continue
-        if len(wanted) < 3 and not (len(wanted) == 2 and (part.follows or _NUMBER.search(part.text))):
-            # Too short to stand alone ("Answer in French.", "Give an example.", "Thanks a lot!",
-            # "And of Germany?"): a manner or a follow-up of the plan's steps, not a new part;
-            # "compute 9*9" and "convert it to meters" are parts.
+        stands_alone = len(wanted) >= 3 or part.joined or bool(_NUMBER.search(part.text))
+        stands_alone |= len(wanted) == 2 and (part.follows or part.text.endswith("?"))
+        if not stands_alone and not _covered(wanted, dropped_words, {w[:5] for w in dropped_words}):
+            # "Answer in French.", "Give an example.", "Thanks a lot!", "And of Germany?": a manner
+            # or a follow-up of the plan's steps rather than a part of its own.
             continue
         if not part.asks:
             raise PlanError(f"the plan leaves out part of the task: {part.text[:80]!r}", field="steps")
@@ -348,13 +370,30 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
         )
         step_words.append(wanted)
         planned |= wanted
+        prefixes |= {w[:5] for w in wanted}
         covering.append(step_id)
         added.append(step_id)
-    if not (added or dropped or wired):
+    if not steps:
+        raise PlanError("every step of the plan has numbers the task does not have", field="steps")
+    # The answer to every step, not only the last ones ("Write a haiku, then count its words": the
+    # haiku and the count).
+    data = {"steps": [s.model_dump(exclude_none=True) for s in steps], "output": [s.id for s in steps]}
+    if not (added or dropped or wired) and plan.output == data["output"]:
         return Completion(plan, [], [], [])
-    # The answer to every part the task asked for, not only the last steps' ("Write a haiku, then
-    # count its words": the haiku and the count).
-    answering = set(covering)
-    output = [s.id for s in steps if s.id in answering]
-    data = {"steps": [s.model_dump(exclude_none=True) for s in steps], "output": output}
     return Completion(validate_plan(data), added, dropped, wired)
+
+
+def _upstream(plan: Plan) -> dict[str, set[str]]:
+    """Every step's direct and indirect dependencies."""
+    deps = {s.id: set(s.depends_on) for s in plan.steps}
+    out: dict[str, set[str]] = {}
+    for step_id in deps:
+        seen: set[str] = set()
+        todo = list(deps[step_id])
+        while todo:
+            d = todo.pop()
+            if d not in seen:
+                seen.add(d)
+                todo.extend(deps.get(d, ()))
+        out[step_id] = seen
+    return out

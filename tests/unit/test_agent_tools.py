@@ -135,6 +135,21 @@ def test_convert_units_declines(text: str) -> None:
         # the definite reference, not the first "that"
         (tools.calculate, "Is that right? Multiply the result by 2", {"s1": "21"}, "42"),
         (tools.calculate, "Multiply that number by 2", {"s1": "21"}, "42"),
+        # the value keeps its precedence; the number that the answer says, not its explanation
+        (tools.calculate, "Divide 6 by the result", {"s1": "1/3 \u2248 0.333333333333"}, "18"),
+        (
+            tools.calculate,
+            "Subtract the result from 1",
+            {"s1": "1/3 \u2248 0.333333333333"},
+            "2/3 \u2248 0.666666666667",
+        ),
+        (tools.calculate, "Multiply the result by 2", {"s1": "12 (15% of 80)"}, "24"),
+        (
+            tools.calculate,
+            "Multiply the result by 2",
+            {"s1": "The answer is 42. I computed 6 times 7."},
+            "84",
+        ),
     ],
 )
 def test_tools_use_the_earlier_answer_a_step_refers_to(

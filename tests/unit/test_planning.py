@@ -187,7 +187,7 @@ def _plan(*instructions: str) -> object:
         ),
         (
             "Write a haiku about rain, then count its words.",
-            [("Write a haiku about rain", False), ("count its words.", True)],
+            [("Write a haiku about rain", False), ("count its words.", False)],
         ),
         (
             "Convert 20 liters to gallons and compute 9*9.",
@@ -290,7 +290,8 @@ def test_complete_plan_adds_the_parts_a_planner_left_out(
 def test_complete_plan_keeps_a_plan_that_covers_the_task(text: str, plan: list[str]) -> None:
     original = _plan(*plan)
     done = complete_plan(original, text)  # type: ignore[arg-type]
-    assert done.plan is original and done.describe() == ""
+    assert done.describe() == "" and done.plan.steps == original.steps  # type: ignore[attr-defined]
+    assert done.plan.outputs() == [s.id for s in done.plan.steps]  # every step's answer
 
 
 def test_complete_plan_drops_made_up_steps_and_wires_back_references() -> None:
@@ -317,6 +318,60 @@ def test_complete_plan_drops_made_up_steps_and_wires_back_references() -> None:
         "What is 12.5% of 480? What is 480 minus that? Also translate the summary into German.",
     )
     assert [s.depends_on for s in done.plan.steps] == [[], ["s1"], ["s2"]] and done.wired == ["s2", "s3"]
+
+
+@pytest.mark.parametrize(
+    ("text", "plan", "expected"),
+    [
+        # A dropped step's part comes back, however short.
+        (
+            "What is the capital of France? Also, what is 2+2?",
+            ["What is the capital of France?", "What is 2 + 2? (Answer: 4)"],
+            [("s1", "What is the capital of France?", []), ("s3", "What is 2+2?", [])],
+        ),
+        (
+            "Write a poem about the sea. Then summarize it.",
+            ["Write a poem about the sea.", "Summarize the poem in 1 line."],
+            [("s1", "Write a poem about the sea.", []), ("s3", "Summarize it.", ["s1"])],
+        ),
+        # Numbered steps are not made up; a step is not wired to an answer the plan dropped.
+        (
+            "Compute 6*7. Convert ten km to miles and round the result to one decimal.",
+            ["1. Compute 6*7.", "Convert 10 km to miles.", "Round the result to one decimal."],
+            [
+                ("s1", "1. Compute 6*7.", []),
+                ("s3", "Round the result to one decimal.", []),
+                ("s4", "Convert ten km to miles", []),
+            ],
+        ),
+        # Short parts after "then"/"also" are parts.
+        (
+            "Compute 6*7. Then double it.",
+            ["Compute 6*7."],
+            [("s1", "Compute 6*7.", []), ("s2", "Double it.", ["s1"])],
+        ),
+    ],
+)
+def test_complete_plan_edge_cases(
+    text: str, plan: list[str], expected: list[tuple[str, str, list[str]]]
+) -> None:
+    done = complete_plan(_plan(*plan), text)  # type: ignore[arg-type]
+    assert [(s.id, s.instruction, s.depends_on) for s in done.plan.steps] == expected
+
+
+def test_complete_plan_never_wires_a_cycle() -> None:
+    plan = validate_plan(
+        {
+            "steps": [
+                {"id": "s1", "instruction": "Write a haiku about the result.", "depends_on": ["s2"]},
+                {"id": "s2", "instruction": "Convert 10 kg to pounds and round the result."},
+            ]
+        }
+    )
+    done = complete_plan(
+        plan, "Convert 10 kg to pounds and round the result, then write a haiku about the result."
+    )
+    assert done.wired == [] and done.plan.steps[1].depends_on == []
 
 
 @pytest.mark.parametrize(
@@ -352,3 +407,9 @@ def test_complete_plan_raises_when_there_is_no_room() -> None:
             "Convert 3 miles to km; compute 45+67; name the largest planet.",
             max_steps=2,
         )  # type: ignore[arg-type]
+
+
+def test_complete_plan_leaves_a_long_document_to_one_step() -> None:
+    text = "Summarize this report. " + "The plant ran at full load all week. " * 500
+    with pytest.raises(PlanError, match="characters long"):
+        complete_plan(_plan("Summarize the report."), text)  # type: ignore[arg-type]

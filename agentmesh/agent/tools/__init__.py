@@ -46,21 +46,32 @@ _REFERENCES = (
 _QUANTITY = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[-+]?\d+(?:\.\d+)?(?:/\d+)?(?:e[-+]?\d+)?")
 
 
+_SAYS = re.compile(r"=|\b(?:is|equals|makes)\b", re.IGNORECASE)
+# A tool reads a short request; a long text is not one, and some patterns slow down on it.
+MAX_TOOL_INSTRUCTION = 1000
+
+
 def with_inputs(instruction: str, inputs: dict[str, str], *, keep_unit: bool = False) -> str:
     """The instruction with its reference to the one earlier answer in ``inputs`` replaced by that
     answer's value: ("Convert the result to pounds", {"s1": "12 kg"}) -> "Convert 12 kg to pounds".
-    The value is the answer's last number after any "=" ("5 km = 3.1 mi" gives 3.1, or "3.1 mi"
-    with ``keep_unit``; "15% of 80 is 12." gives 12) and before any "\u2248" (the calculator's
-    "1/3 \u2248 0.33" gives 1/3). Unchanged when there is not exactly one input or it holds no
-    number."""
+    The value is the first number after the last "=" (or else after the first "is"/"equals"):
+    "5 km = 3.1 mi" gives 3.1, or "3.1 mi" with ``keep_unit``; "15% of 80 is 12." gives 12; the
+    calculator's "1/3 \u2248 0.33" gives (1/3), in brackets so it keeps its precedence. Unchanged
+    when there is not exactly one input or it holds no number."""
     if len(inputs) != 1:
         return instruction
-    answer = next(iter(inputs.values())).rsplit("=", 1)[-1].split("\u2248")[0].strip()
-    numbers = list(_QUANTITY.finditer(answer))
-    if not numbers:
+    answer = next(iter(inputs.values()))
+    if "=" in answer:
+        answer = answer.rsplit("=", 1)[1]
+    elif said := _SAYS.search(answer):
+        answer = answer[said.end() :]
+    number = _QUANTITY.search(answer)
+    if number is None:
         return instruction
-    last = numbers[-1]
-    value = answer[last.start() :].rstrip(" .") if keep_unit else last.group(0).replace(",", "")
+    if keep_unit:
+        value = answer[number.start() :].split("\u2248")[0].strip().rstrip(" .")
+    else:
+        value = f"({number.group(0).replace(',', '')})"
     for reference in _REFERENCES:
         replaced, n = reference.subn(lambda _: value, instruction, count=1)
         if n:
@@ -69,6 +80,8 @@ def with_inputs(instruction: str, inputs: dict[str, str], *, keep_unit: bool = F
 
 
 def calculate(instruction: str, inputs: dict[str, str]) -> dict[str, Any]:
+    if len(instruction) > MAX_TOOL_INSTRUCTION:
+        return {"status": "declined", "reason": f"longer than {MAX_TOOL_INSTRUCTION} characters"}
     expression = extract_expression(with_inputs(instruction, inputs))
     if expression is None:
         return {"status": "declined", "reason": "no arithmetic expression in the instruction"}
@@ -86,6 +99,8 @@ def calculate(instruction: str, inputs: dict[str, str]) -> dict[str, Any]:
 
 
 def convert_units(instruction: str, inputs: dict[str, str]) -> dict[str, Any]:
+    if len(instruction) > MAX_TOOL_INSTRUCTION:
+        return {"status": "declined", "reason": f"longer than {MAX_TOOL_INSTRUCTION} characters"}
     try:
         value, source, target = parse_query(with_inputs(instruction, inputs, keep_unit=True))
         result = convert(value, source, target)

@@ -127,7 +127,7 @@ def convert(value: Fraction, source: Unit, target: Unit) -> Fraction:
 
 
 _QUERY = re.compile(
-    r"(?P<value>[-+]?\d+(?:[.,]\d+)?(?:e[-+]?\d+)?)\s*(?:from\s+)?(?P<src>[^\d]+?)"
+    r"(?P<value>[-+]?\d+(?:[.,]\d+)?(?:e[-+]?\d+)?)\s*(?P<src>[^\d]+?)"
     r"\s+(?:to|in|into|as)\s+(?P<dst>[a-z°\"'/ ^0-9]+?)\s*[?.!]*\s*$",
     re.IGNORECASE,
 )
@@ -135,7 +135,7 @@ _QUERY = re.compile(
 
 def parse_query(text: str) -> tuple[Fraction, Unit, Unit]:
     """``"convert 5 km to miles"`` -> (5, km, mi). UnitError when it is not such a request."""
-    cleaned = text.strip()
+    cleaned = re.sub(r"(?<=\d)\s+from\s+", " ", text.strip())  # "convert 12 from kg to lb"
     cleaned = re.sub(
         r"^(please\s+)?(convert|change|express|what is|what's|how many|how much)\s+", "", cleaned, flags=re.I
     )
