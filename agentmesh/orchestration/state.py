@@ -131,11 +131,10 @@ class Step(_State):
         """The weak attempt handed to the next agent, so it can improve on it: the last one with an
         answer (one that declined or failed has nothing to improve on), else the last one."""
         finished = [a for a in self.attempts if a.status in ("ok", "error", "declined")]
-        for a in sorted(reversed(finished), key=lambda a: not a.output.strip())[:1]:
-            return PreviousAttempt(
-                agent_id=a.agent_id, tier=a.tier, output=a.output, reason=a.reason or a.status
-            )
-        return None
+        if not finished:
+            return None
+        a = next((a for a in reversed(finished) if a.output.strip()), finished[-1])
+        return PreviousAttempt(agent_id=a.agent_id, tier=a.tier, output=a.output, reason=a.reason or a.status)
 
 
 class Task(_State):

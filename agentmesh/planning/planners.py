@@ -238,7 +238,7 @@ class TaskPart:
 def task_parts(text: str) -> list[TaskPart]:
     """The parts of a task a plan must cover, in order: sentences, ``;``-clauses, list items, and
     clauses introduced by "then"/"also"/"finally", and "X and Y" where Y starts like a request of its
-    own ("compare apples and oranges" stays one part). Greetings and thanks are not parts."""
+    own ("compare apples and oranges" stays one part). A bare greeting or thanks is not a part."""
     return list(_iter_parts(text))
 
 

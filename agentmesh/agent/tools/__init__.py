@@ -44,8 +44,6 @@ _REFERENCES = (
     re.compile(r"\b(?:that|it)\b", re.IGNORECASE),
 )
 _QUANTITY = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[-+]?\d+(?:\.\d+)?(?:/\d+)?(?:e[-+]?\d+)?")
-
-
 _SAYS = re.compile(r"=|\b(?:is|equals|makes)\b", re.IGNORECASE)
 # A tool reads a short request; a long text is not one, and some patterns slow down on it.
 MAX_TOOL_INSTRUCTION = 1000
