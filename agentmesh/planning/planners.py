@@ -19,6 +19,7 @@ from typing import Any
 from agentmesh.errors import PlanError
 from agentmesh.planning.plan import validate_plan
 from agentmesh.protocol import Plan, PlanStep
+from agentmesh.protocol.dag import find_cycle
 from agentmesh.registry.text import terms
 
 PLANNER_STEP_ID = "planner"
@@ -321,7 +322,7 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
     dropped = [
         s.id for s in plan.steps if not set(_NUMBER.findall(_ENUMERATOR.sub("", s.instruction))) <= numbers
     ]
-    upstream = _upstream(plan)
+    deps = {s.id: list(s.depends_on) for s in plan.steps}
     steps: list[PlanStep] = []
     wired: list[str] = []
     for n, step in enumerate(plan.steps):
@@ -333,8 +334,8 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
             not depends_on
             and before is not None
             and before not in dropped  # not on an answer the plan no longer has
-            and step.id not in upstream[before]  # no cycle
             and _REFERS_BACK.search(step.instruction)
+            and find_cycle({**deps, step.id: [before]}) is None
         ):
             depends_on = [before]
             wired.append(step.id)
@@ -343,16 +344,17 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
     planned: set[str] = set().union(*step_words)
     prefixes = {w[:5] for w in planned}
     dropped_words = {w for s in plan.steps if s.id in dropped for w in _words(s.instruction)}
-    covering: list[str] = []  # per part: the step that covers it best
+    dropped_prefixes = {w[:5] for w in dropped_words}
+    last: str | None = None  # the step that covers the part before
     added: list[str] = []
     for part in _iter_parts(text):
         wanted = _words(part.text)
         if _covered(wanted, planned, prefixes):
-            covering.append(steps[max(range(len(steps)), key=lambda i: len(wanted & step_words[i]))].id)
+            last = steps[max(range(len(steps)), key=lambda i: len(wanted & step_words[i]))].id
             continue
         stands_alone = len(wanted) >= 3 or part.joined or bool(_NUMBER.search(part.text))
         stands_alone |= len(wanted) == 2 and (part.follows or part.text.endswith("?"))
-        if not stands_alone and not _covered(wanted, dropped_words, {w[:5] for w in dropped_words}):
+        if not stands_alone and not _covered(wanted, dropped_words, dropped_prefixes):
             # "Answer in French.", "Give an example.", "Thanks a lot!", "And of Germany?": a manner
             # or a follow-up of the plan's steps rather than a part of its own.
             continue
@@ -364,14 +366,14 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
             )
         ids = {s.id for s in steps} | set(dropped)
         step_id = next(f"s{n}" for n in itertools.count(1) if f"s{n}" not in ids)
-        depends_on = covering[-1:] if part.follows else []
+        depends_on = [last] if part.follows and last else []
         steps.append(
             PlanStep(id=step_id, instruction=part.text[:1].upper() + part.text[1:], depends_on=depends_on)
         )
         step_words.append(wanted)
         planned |= wanted
         prefixes |= {w[:5] for w in wanted}
-        covering.append(step_id)
+        last = step_id
         added.append(step_id)
     if not steps:
         raise PlanError("every step of the plan has numbers the task does not have", field="steps")
@@ -381,19 +383,3 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
     if not (added or dropped or wired) and plan.output == data["output"]:
         return Completion(plan, [], [], [])
     return Completion(validate_plan(data), added, dropped, wired)
-
-
-def _upstream(plan: Plan) -> dict[str, set[str]]:
-    """Every step's direct and indirect dependencies."""
-    deps = {s.id: set(s.depends_on) for s in plan.steps}
-    out: dict[str, set[str]] = {}
-    for step_id in deps:
-        seen: set[str] = set()
-        todo = list(deps[step_id])
-        while todo:
-            d = todo.pop()
-            if d not in seen:
-                seen.add(d)
-                todo.extend(deps.get(d, ()))
-        out[step_id] = seen
-    return out
