@@ -8,6 +8,7 @@ from agentmesh.planning.planners import (
     complete_plan,
     looks_multipart,
     parse_plan_output,
+    plan_from_output,
     planning_instruction,
     task_parts,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "complete_plan",
     "looks_multipart",
     "parse_plan_output",
+    "plan_from_output",
     "plan_schema",
     "planning_instruction",
     "single_step_plan",

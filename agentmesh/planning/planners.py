@@ -24,30 +24,17 @@ from agentmesh.registry.text import terms
 
 PLANNER_STEP_ID = "planner"
 
-_SPLITTERS = re.compile(
-    r"(?:\bthen\b|\bafter that\b|\bafterwards\b|\bfinally\b|\balso\b|\bnext,|;"
-    r"|\n\s*(?:\d+[.)]|[-*]))",
-    re.IGNORECASE,
-)
-_SENTENCE_END = re.compile(r"[.?!](?:\s+|$)")
-
 
 def looks_multipart(text: str) -> bool:
-    """A cheap guess whether a task has more than one part worth planning.
-
-    True for explicit sequencing words ("then", "after that"), lists, semicolons, or more than one
-    question/imperative sentence. A one-sentence request never pays for an LLM planning call.
-    """
-    stripped = text.strip()
-    if len(stripped) < 12:
-        return False
-    if _SPLITTERS.search(stripped):
-        return True
-    sentences = [s for s in _SENTENCE_END.split(stripped) if len(s.split()) >= 3]
-    if len(sentences) >= 2:
-        return True
-    # "Translate X and summarise Y": two verbs joined by "and" with a question mark or two clauses.
-    return stripped.count("?") >= 2
+    """A guess whether a task has more than one request worth an LLM planning call: two parts of
+    it (see ``task_parts``) ask for something and stand alone. Material around one request ("Summarize
+    this: ...", a quoted email, the scene before a question) is not a second request."""
+    if len(text) > MAX_SPLIT_CHARS:
+        return False  # complete_plan would run it as one step anyway
+    if not _MAY_SPLIT.search(text):
+        return False  # one clause: the common short task skips the parsing below
+    asking = (p for p in _iter_parts(text) if p.asks and _stands_alone(p, _words(p.text)))
+    return next(asking, None) is not None and next(asking, None) is not None
 
 
 # Tiny planners (SmolLM2-135M) cannot follow an abstract description of the format, but they copy
@@ -114,6 +101,23 @@ def _extract_json(output: str) -> Any:
 
 def parse_plan_output(output: str, max_steps: int = 32) -> Plan:
     """Parse and repair a planner's output into a valid Plan; ids are normalised to s1..sN."""
+    steps = _plan_steps(output, max_steps)
+    if not steps:
+        raise PlanError("the plan has no steps of its own (only copies of the examples)", field="steps")
+    return validate_plan({"steps": steps})
+
+
+def plan_from_output(output: str, text: str, max_steps: int = 32) -> Completion:
+    """The router's plan for the task ``text`` from its planner's ``output``: parsed, repaired and
+    completed (``complete_plan``). A plan whose every step copies the prompt's examples is
+    completed from nothing: the task's requests are its steps."""
+    steps = _plan_steps(output, max_steps)
+    return complete_plan(validate_plan({"steps": steps}) if steps else None, text, max_steps)
+
+
+def _plan_steps(output: str, max_steps: int) -> list[dict[str, Any]]:
+    """The planner's steps, repaired (ids s1..sN, dependencies by position, copies of the examples
+    dropped) but not yet validated as a DAG; empty when every step was a copy."""
     data = _extract_json(output)
     if isinstance(data, list):
         data = {"steps": data}
@@ -123,8 +127,6 @@ def parse_plan_output(output: str, max_steps: int = 32) -> Plan:
     kept = _drop_copies(raw_steps)
     dropped = {str(s.get("id", "")).strip() for s in raw_steps if s not in kept}
     raw_steps = kept
-    if not raw_steps:
-        raise PlanError("the plan has no steps of its own (only copies of the examples)", field="steps")
     if len(raw_steps) > max_steps:
         raise PlanError(
             f"the plan has {len(raw_steps)} steps; at most {max_steps} are allowed", field="steps"
@@ -154,7 +156,7 @@ def parse_plan_output(output: str, max_steps: int = 32) -> Plan:
             if new != f"s{i}" and new not in deps:
                 deps.append(new)
         steps.append({"id": f"s{i}", "instruction": instruction, "depends_on": deps})
-    return validate_plan({"steps": steps})
+    return steps
 
 
 def _drop_copies(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -178,8 +180,27 @@ def _drop_copies(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # itself, drops made-up steps, adds the parts no step mentions, and wires up back-references.
 
 _LINES = re.compile(r"\n+")
-_CLAUSE_END = re.compile(r"(?:(?<=[.?!])|(?<=[.?!][\"'\u201d\u2019)]))\s+|;")
-_SEQUENCE = r"(?:then|after that|afterwards|finally|lastly|next(?=\s*,)|also)\b"
+# Quoted spans (see _mask_quotes) are Unicode private-use placeholders while a task is cut up. A
+# single quote opens only after a non-letter and closes only before one ("don't" is no quote).
+_QUOTE_OPEN, _QUOTE_CLOSE, _QUOTE_END = "\ue000", "\ue001", "\ue002"
+_QUOTED = re.compile(
+    r"\"[^\"\n]*\"|\u201c[^\u201d\n]*\u201d|(?<!\w)['\u2018](?=\S)(?:[^'\u2019\n]|['\u2019](?=\w)){0,1000}?"
+    r"(?<=\S)['\u2019](?!\w)"
+)
+_PLACEHOLDER = re.compile(f"{_QUOTE_OPEN}(\\d+){_QUOTE_CLOSE}{_QUOTE_END}?")
+_CLAUSE_END = re.compile(rf"(?:(?<=[.?!])|(?<=[.?!]\))|(?<={_QUOTE_END})(?=\s+[A-Z]))\s+|;")
+# A request that ends with a colon before plain text ("Summarize this: ...", "Proofread the email
+# below:") is followed by its material, not by more requests; a quote after the colon is the
+# whole material.
+_INTRODUCES = re.compile(rf":(?:\s*$|\s+(?!{_QUOTE_OPEN}))")
+# "Translate the haiku" works on the answer of "Write a haiku about rain".
+_INDEFINITE = re.compile(r"\b(?:a|an)\s+((?:[\w'-]+\s+){0,2}[\w'-]+)", re.IGNORECASE)
+_DEFINITE = re.compile(r"\b(?:the|that|this)\s+((?:[\w'-]+\s+){0,2}[\w'-]+)", re.IGNORECASE)
+# A list item "Hotel: €420" or "Monday: gym at 7am" is data, not a request.
+_LABEL = re.compile(r"^[^\s:]+(?:\s+[^\s:]+){0,3}:\s")
+_SEQUENCE = r"(?:then|after that|afterwards|finally|lastly|next(?=\s*,)|also|additionally|in addition)\b"
+# Where task_parts may cut a text: without any of these it is one part.
+_MAY_SPLIT = re.compile(rf"[\n;]|[.?!)][\"'\u201d\u2019]?\s|\band\b|\b{_SEQUENCE}", re.IGNORECASE)
 _CONNECTIVE = re.compile(
     rf"^\s*(?:(?:and|but)\s+)?({_SEQUENCE}|first\b(?=\s*,|\s+\w))[\s,:]*|^\s*(and|but)\s+", re.IGNORECASE
 )
@@ -188,19 +209,21 @@ _CONNECTIVE = re.compile(
 # spaces or commas.
 _BEFORE_CONNECTIVE = re.compile(
     r"(?<![\s,])(?:[\s,]+(?=(?:and\s+)?(?:then|after that|afterwards)\b)"
-    r"|(?:\s*,\s*(?:and\s+)?|\s+and\s+)(?=(?:also|finally|lastly)\b))",
+    r"|(?:\s*,\s*(?:and\s+)?|\s+and\s+)(?=(?:also|additionally|finally|lastly)\b))",
     re.IGNORECASE,
 )
 _LIST_MARK = re.compile(r"^\s*(?:\d+[.)]|[-*])\s+")
 # How a request starts: an imperative, a question word, or a way of asking.
 _ASKING = (
-    r"(?:please\s+)?(?:add|analy[sz]e|answer|apply|book|brainstorm|calculate|check|classify|compare|"
-    r"compute|convert|correct|count|create|define|describe|determine|divide|draft|email|estimate|"
-    r"evaluate|explain|extract|find|fix|format|generate|give|help|identify|list|look|make|multiply|"
-    r"name|outline|plan|predict|proofread|provide|rank|recommend|remind|review|rewrite|round|say|"
-    r"schedule|search|send|show|solve|sort|subtract|suggest|summari[sz]e|take|tell|translate|turn|"
+    r"(?:(?:please|kindly)\s+)?(?:add|analy[sz]e|answer|apply|arrange|book|brainstorm|calculate|check|classify|"
+    r"compare|compute|convert|correct|count|create|define|describe|determine|divide|draft|email|"
+    r"estimate|evaluate|explain|extract|find|fix|format|generate|give|help|identify|list|look|make|"
+    r"multiply|name|outline|plan|predict|proofread|provide|put|rank|recommend|remind|review|rewrite|round|"
+    r"say|schedule|search|send|show|solve|sort|subtract|suggest|summari[sz]e|take|tell|translate|turn|"
     r"work out|write|what|what's|whats|which|who|when|where|why|how|can you|could you|would you|"
-    r"i need|i want|i'd like|let me know)\b"
+    r"let me know"
+    # "I need a title" and "I want to know" ask; "I need to feed 6 people" is the scene.
+    r"|(?:i need|i want|i'd like)(?!\s+to\s+(?!know\b|learn\b|find out\b|understand\b|see\b)))\b"
 )
 _REQUEST = re.compile(_ASKING, re.IGNORECASE)
 # "X and Y" is two parts only when Y starts like a request of its own ("... and compute 9*9").
@@ -245,7 +268,10 @@ def task_parts(text: str) -> list[TaskPart]:
 
 def _iter_parts(text: str) -> Iterator[TaskPart]:
     # Lazily: a plan that leaves out the first sentence of a long document is judged there.
-    for line in _LINES.split(text):
+    masked, quotes = _mask_quotes(text)
+    material = False  # the text after "Summarize this:" is what to summarise, not more requests
+    made: set[str] = set()  # what earlier requests asked for: "Write a haiku" -> "the haiku"
+    for line in _LINES.split(masked):
         item = _LIST_MARK.match(line) is not None
         for clause in _CLAUSE_END.split(_LIST_MARK.sub("", line)):
             for piece in _BEFORE_CONNECTIVE.split(clause):
@@ -253,14 +279,48 @@ def _iter_parts(text: str) -> Iterator[TaskPart]:
                 body = piece[connective.end() :] if connective else piece
                 for n, side in enumerate(_split_and(body.strip())):
                     side = side.strip().rstrip(",")
-                    if _words(side):
-                        joined = n == 0 and connective is not None and connective.group(1) is not None
-                        yield TaskPart(
-                            side,
-                            follows=bool(_REFERS_BACK.search(side)),
-                            asks=item or joined or side.endswith("?") or bool(_REQUEST.match(side)),
-                            joined=joined,
-                        )
+                    plain = _unmask(side, quotes)
+                    if not _words(plain):
+                        continue
+                    joined = n == 0 and connective is not None and connective.group(1) is not None
+                    request = bool(_REQUEST.match(side))
+                    if material and not (joined and request):
+                        continue
+                    follows = bool(_REFERS_BACK.search(side) or _mentions(_DEFINITE, side) & made)
+                    if item:
+                        asks = not _LABEL.match(side)
+                    else:
+                        number = _NUMBER.search(_PLACEHOLDER.sub(" ", side)) is not None
+                        asks = request or side.endswith("?") or (joined and (follows or number))
+                    material = asks and _INTRODUCES.search(side) is not None
+                    if asks:
+                        made |= _mentions(_INDEFINITE, side)
+                    yield TaskPart(plain, follows=follows, asks=asks, joined=joined)
+
+
+def _mentions(article: re.Pattern[str], text: str) -> set[str]:
+    """The words (stemmed) of the noun phrases after ``article`` in ``text``."""
+    return {t for m in article.finditer(text) for t in terms(m.group(1))}
+
+
+def _mask_quotes(text: str) -> tuple[str, list[str]]:
+    """``text`` with each quoted span replaced by a placeholder, and the spans: a quote is material
+    ("Translate 'Where is it? What time is it?'" is one request), never split into parts."""
+    quotes: list[str] = []
+
+    def hide(m: re.Match[str]) -> str:
+        quotes.append(m.group(0))
+        # A quote that ends a sentence ends the placeholder's sentence too.
+        end = _QUOTE_END if m.group(0)[-2:-1] in ".?!" else ""
+        return f"{_QUOTE_OPEN}{len(quotes) - 1}{_QUOTE_CLOSE}{end}"
+
+    return _QUOTED.sub(hide, text), quotes
+
+
+def _unmask(text: str, quotes: list[str]) -> str:
+    if _QUOTE_OPEN not in text:
+        return text
+    return _PLACEHOLDER.sub(lambda m: quotes[int(m.group(1))], text)
 
 
 def _split_and(text: str) -> list[str]:
@@ -271,6 +331,14 @@ def _split_and(text: str) -> list[str]:
         else:
             out.append(side)
     return out
+
+
+def _stands_alone(part: TaskPart, wanted: set[str]) -> bool:
+    """Whether ``part`` (content words ``wanted``) is a part of its own rather than a manner or a
+    follow-up of another ("Answer in French.", "Give an example.", "And of Germany?")."""
+    if len(wanted) >= 3 or part.joined or _NUMBER.search(part.text):
+        return True
+    return len(wanted) == 2 and (part.follows or part.text.endswith("?"))
 
 
 def _covered(wanted: set[str], words: set[str], prefixes: set[str]) -> bool:
@@ -290,6 +358,9 @@ class Completion:
 
     def describe(self) -> str:
         """For the ``planned`` event: "" when nothing changed."""
+        if self.added and len(self.added) == len(self.plan.steps) and not self.dropped:
+            made = ", ".join(self.added)
+            return f"the plan had no steps of its own; the router made {made} of the task's requests"
         said = []
         if self.dropped:
             said.append(f"dropped {', '.join(self.dropped)} (numbers the task does not have)")
@@ -300,11 +371,12 @@ class Completion:
         return "the router " + "; ".join(said) if said else ""
 
 
-def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
+def complete_plan(plan: Plan | None, text: str, max_steps: int = 32) -> Completion:
     """An LLM's ``plan`` made whole for the task ``text``: steps with numbers the task does not have
     are dropped; a step that refers to an earlier answer ("minus that") and depends on nothing
     depends on the step before it; every request in ``text`` that no step covers gets a step of its
-    own, depending on the step of the part before when it works on its answer ("the result").
+    own, depending on the step of the part before when it works on its answer ("the result"). A
+    ``plan`` of None (the LLM had no steps of its own) gets a step for every request.
     Parts too short to stand alone ("Answer in French.", "Keep it short.") are left to the plan,
     unless they came after "then"/"also", ask a question or were a dropped step's. The plan's
     output is every step: each answers a part the task asked for.
@@ -318,18 +390,19 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
         raise PlanError(
             f"the task is {len(text)} characters long; above {MAX_SPLIT_CHARS} it runs as one step"
         )
+    planned_steps = plan.steps if plan is not None else []
     numbers = set(_NUMBER.findall(text))
     dropped = [
-        s.id for s in plan.steps if not set(_NUMBER.findall(_ENUMERATOR.sub("", s.instruction))) <= numbers
+        s.id for s in planned_steps if not set(_NUMBER.findall(_ENUMERATOR.sub("", s.instruction))) <= numbers
     ]
-    deps = {s.id: list(s.depends_on) for s in plan.steps}
+    deps = {s.id: list(s.depends_on) for s in planned_steps}
     steps: list[PlanStep] = []
     wired: list[str] = []
-    for n, step in enumerate(plan.steps):
+    for n, step in enumerate(planned_steps):
         if step.id in dropped:
             continue
         depends_on = [d for d in step.depends_on if d not in dropped]
-        before = plan.steps[n - 1].id if n else None
+        before = planned_steps[n - 1].id if n else None
         if (
             not depends_on
             and before is not None
@@ -343,7 +416,7 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
     step_words = [_words(s.instruction) for s in steps]
     planned: set[str] = set().union(*step_words)
     prefixes = {w[:5] for w in planned}
-    dropped_words = {w for s in plan.steps if s.id in dropped for w in _words(s.instruction)}
+    dropped_words = {w for s in planned_steps if s.id in dropped for w in _words(s.instruction)}
     dropped_prefixes = {w[:5] for w in dropped_words}
     last: str | None = None  # the step that covers the part before
     added: list[str] = []
@@ -352,9 +425,7 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
         if _covered(wanted, planned, prefixes):
             last = steps[max(range(len(steps)), key=lambda i: len(wanted & step_words[i]))].id
             continue
-        stands_alone = len(wanted) >= 3 or part.joined or bool(_NUMBER.search(part.text))
-        stands_alone |= len(wanted) == 2 and (part.follows or part.text.endswith("?"))
-        if not stands_alone and not _covered(wanted, dropped_words, dropped_prefixes):
+        if not _stands_alone(part, wanted) and not _covered(wanted, dropped_words, dropped_prefixes):
             # "Answer in French.", "Give an example.", "Thanks a lot!", "And of Germany?": a manner
             # or a follow-up of the plan's steps rather than a part of its own.
             continue
@@ -376,10 +447,11 @@ def complete_plan(plan: Plan, text: str, max_steps: int = 32) -> Completion:
         last = step_id
         added.append(step_id)
     if not steps:
-        raise PlanError("every step of the plan has numbers the task does not have", field="steps")
+        what = "numbers the task does not have" if dropped else "no steps of its own"
+        raise PlanError(f"the plan has {what}, and the task no request to make a step of", field="steps")
     # The answer to every step, not only the last ones ("Write a haiku, then count its words": the
     # haiku and the count).
     data = {"steps": [s.model_dump(exclude_none=True) for s in steps], "output": [s.id for s in steps]}
-    if not (added or dropped or wired) and plan.output == data["output"]:
+    if plan is not None and not (added or dropped or wired) and plan.output == data["output"]:
         return Completion(plan, [], [], [])
     return Completion(validate_plan(data), added, dropped, wired)

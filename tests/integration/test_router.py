@@ -198,6 +198,25 @@ async def test_the_router_adds_what_the_llm_plan_left_out(mesh: Mesh) -> None:
     assert result.outputs == {"s1": "42", "s2": "84", "s3": "7"} and result.output == "42\n\n84\n\n7"
 
 
+async def test_a_plan_of_copied_examples_is_made_of_the_tasks_requests(mesh: Mesh) -> None:
+    canned_planner(mesh, "What is 2+3?", "Write a haiku about the result.")  # the prompt's examples
+    mesh.agent(
+        "calc-1", tool="calculate", capability="arithmetic", description="Compute arithmetic: + - * /."
+    )
+    _, client = await mesh.start("planner-1", "calc-1")
+    result, events = await run_collecting(
+        client, "Compute 6*7, then multiply the result by 2.", planner="llm"
+    )
+    assert result.status == "done", result.error
+    assert "reassigned" not in [e.kind for e in events]  # no second planning call
+    planned = next(e for e in events if e.kind == "planned")
+    assert planned.detail == (
+        "planned by planner-1; the plan had no steps of its own; the router made s1, s2 of the task's "
+        "requests: s1; s2 <- s1"
+    )
+    assert result.output == "42\n\n84"
+
+
 async def test_a_plan_that_drops_the_material_falls_back_to_one_step(mesh: Mesh) -> None:
     # The planner leaves out the sentence the request works on, and does so again when asked again.
     canned_planner(mesh, "Repeat the text back.")

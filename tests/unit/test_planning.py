@@ -11,6 +11,7 @@ from agentmesh.planning import (
     complete_plan,
     looks_multipart,
     parse_plan_output,
+    plan_from_output,
     plan_schema,
     planning_instruction,
     single_step_plan,
@@ -78,6 +79,21 @@ def test_validate_plan_accepts_a_diamond() -> None:
         ("What is 17*23? What is the capital of Peru?", True),
         ("Do these:\n1. convert 3 km to m\n2. add 2 and 3", True),
         ("Compute 2+2; then explain why.", True),
+        ("what's 17% of 2340, and how many km is 26.2 miles", True),
+        (
+            "Kindly convert 1.5 TB into GB. Additionally, please explain how RAM and disk differ.",
+            True,
+        ),
+        # One request with its material: what follows "...this:" is the text, quotes are material,
+        # the scene before a question is not a request, a list of data is data.
+        ("Summarize this: MQTT is a protocol. It is light. Then it spread to phones; also to cars.", False),
+        ("Translate into German: 'Where is the station? What time does the last train leave?'", False),
+        ("I need to feed 6 people. The recipe serves 4. How much flour should I use?", False),
+        ("Which plan is cheapest per month?\n- Plan A: $120 per year\n- Plan B: $11 per month", False),
+        ("Put these in order:\n- Boil the water\n- Add the tea", False),
+        ("it worked for months, then last week i changed my router. why does the plug drop off?", False),
+        ('Fix the grammar: "Me and him goes to the store." Then translate the result into German.', True),
+        ("x" * 16_001 + ". What is 2+2? What is 3+3?", False),
     ],
 )
 def test_looks_multipart(text: str, expected: bool) -> None:
@@ -118,13 +134,34 @@ def test_parse_plan_output_drops_self_dependencies() -> None:
             ' {"id": "b", "instruction": "y", "depends_on": ["a"]}]}',
             "cycle",
         ),
-        ('{"steps": [{"id": "a", "instruction": "x"} ', "not valid JSON"),
+        ('{"steps": [{"id": "a" "instruction": "x"}]}', "not valid JSON"),
     ],
 )
 def test_parse_plan_output_errors(output: str, fragment: str) -> None:
     with pytest.raises(PlanError) as info:
         parse_plan_output(output)
     assert fragment in str(info.value)
+
+
+def test_plan_from_output_plans_the_task_when_the_planner_only_copied_its_examples() -> None:
+    copies = json.dumps(
+        {
+            "steps": [
+                {"id": "s1", "instruction": "What is 2+3?", "depends_on": []},
+                {"id": "s2", "instruction": "Write a haiku about the result.", "depends_on": ["s1"]},
+            ]
+        }
+    )
+    done = plan_from_output(copies, "Write a birthday message for Anna, then translate it into Italian.")
+    assert [(s.id, s.instruction, s.depends_on) for s in done.plan.steps] == [
+        ("s1", "Write a birthday message for Anna", []),
+        ("s2", "Translate it into Italian.", ["s1"]),
+    ]
+    assert done.added == ["s1", "s2"]
+    # The material of a request cannot be a step of its own: the router falls back as for any
+    # invalid plan.
+    with pytest.raises(PlanError, match="leaves out part of the task"):
+        plan_from_output(copies, "My flight leaves at 9 and the drive takes 40 minutes. When should I leave?")
 
 
 def test_parse_plan_output_limits_steps() -> None:
@@ -200,6 +237,15 @@ def _plan(*instructions: str) -> object:
             [("Convert 2 h to minutes", False), ("Compute 3*3", False)],
         ),
         ("Next week I fly to Oslo.", [("Next week I fly to Oslo.", False)]),
+        # "the haiku" is what "Write a haiku" made; "the capital" was not made by a request.
+        (
+            "Write a haiku about rain and translate the haiku into Spanish.",
+            [("Write a haiku about rain", False), ("translate the haiku into Spanish.", True)],
+        ),
+        (
+            "What is the capital of France? Also, what is the capital of Spain?",
+            [("What is the capital of France?", False), ("what is the capital of Spain?", False)],
+        ),
         (
             "First, compute 15% of 80. Then name the first president.",
             [("compute 15% of 80.", False), ("name the first president.", False)],
@@ -208,6 +254,18 @@ def _plan(*instructions: str) -> object:
 )
 def test_task_parts(text: str, parts: list[tuple[str, bool]]) -> None:
     assert [(p.text, p.follows) for p in task_parts(text)] == parts
+
+
+def test_task_parts_keep_quotes_and_material_whole() -> None:
+    text = (
+        "Proofread this email: hi Mark. Thanks for you're reply; next, the budget. "
+        "Then translate the corrected email into French. Also say 'Hello. Then bye.' in Spanish, don't you?"
+    )
+    assert [(p.text, p.asks, p.joined) for p in task_parts(text)] == [
+        ("Proofread this email: hi Mark.", True, False),
+        ("translate the corrected email into French.", True, True),
+        ("say 'Hello. Then bye.' in Spanish, don't you?", True, True),
+    ]
 
 
 def test_task_parts_tell_requests_from_material() -> None:
