@@ -29,15 +29,15 @@ from agentmesh.orchestration import (
     Task,
     judge,
     start_tier,
+    tier_span,
     tiers_above,
     why_not_escalated,
 )
 from agentmesh.planning import (
     PLANNER_STEP_ID,
     SINGLE_STEP_ID,
-    complete_plan,
     looks_multipart,
-    parse_plan_output,
+    plan_from_output,
     plan_schema,
     planning_instruction,
     single_step_plan,
@@ -389,8 +389,9 @@ class Router:
         reason = attempt.reason or attempt.status
         if attempt.status == "ok":
             try:
-                parsed = parse_plan_output(attempt.output, max_steps=self.config.max_plan_steps)
-                completion = complete_plan(parsed, task.request.text, max_steps=self.config.max_plan_steps)
+                completion = plan_from_output(
+                    attempt.output, task.request.text, max_steps=self.config.max_plan_steps
+                )
                 plan, changes = completion.plan, completion.describe()
             except PlanError as exc:
                 reason = str(exc)
@@ -467,8 +468,8 @@ class Router:
                 self._finish(
                     task,
                     "rejected",
-                    f"no agent can serve step {step.id} ({step.query[:80]!r}) on tiers "
-                    f"{tier}..{task.request.constraints.max_tier}",
+                    f"no agent can serve step {step.id} ({step.query[:80]!r}) on "
+                    + tier_span(tier, task.request.constraints.max_tier),
                 )
                 return
         self._save(task)
@@ -551,12 +552,12 @@ class Router:
             self._finish(
                 task,
                 "rejected",
-                f"no agent can serve step {step.id} ({step.query[:80]!r}) on tiers "
-                f"{w.tier}..{constraints.max_tier}",
+                f"no agent can serve step {step.id} ({step.query[:80]!r}) on "
+                + tier_span(w.tier, constraints.max_tier),
             )
             return True
         self._keep_best_or_fail(
-            task, step, f"no other agent on {w.tier}..{constraints.max_tier} can serve it"
+            task, step, f"no other agent on {tier_span(w.tier, constraints.max_tier)} can serve it"
         )
         return True
 
@@ -691,7 +692,7 @@ class Router:
             target,
             kind="reassigned" if reassign else "escalated",
             prefer_family=attempt.family,
-            why=f"{attempt.agent_id} on {attempt.tier}: {attempt.reason}",
+            why=f"from {attempt.agent_id} on {attempt.tier}: {attempt.reason}",
         )
 
     def _keep_best_or_fail(self, task: Task, step: Step, why: str) -> None:

@@ -6,6 +6,7 @@ from agentmesh.orchestration.policy import (
     Verdict,
     judge,
     start_tier,
+    tier_span,
     tiers_above,
     why_not_escalated,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "Verdict",
     "judge",
     "start_tier",
+    "tier_span",
     "tiers_above",
     "why_not_escalated",
 ]

@@ -51,6 +51,11 @@ def tiers_above(tier: Tier, constraints: Constraints) -> list[Tier]:
     return [t for t in TIERS[TIERS.index(tier) + 1 : hi + 1]]
 
 
+def tier_span(lo: Tier, hi: Tier) -> str:
+    """Tiers from ``lo`` up to ``hi`` in words, for reasons users read."""
+    return f"the {lo} tier" if lo == hi else f"tiers {lo} to {hi}"
+
+
 def start_tier(step_tier: Tier | None, constraints: Constraints) -> Tier:
     lo = TIERS.index(constraints.min_tier)
     if step_tier is not None:

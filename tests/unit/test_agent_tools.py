@@ -43,6 +43,8 @@ from agentmesh.agent.tools.units import UnitError, convert, find_unit, parse_que
         ("add 5 to the product of 2 and 3", "11"),
         ("7 times -2", "-14"),
         ("subtract 2 from (3 + 4)", "5"),
+        ("10,000 * 2", "20000"),  # once "0": "000 * 2" was the longest expression
+        ("add 1,234 and 5", "1239"),
     ],
 )
 def test_calculate(text: str, expected: str) -> None:
@@ -61,6 +63,7 @@ def test_calculate(text: str, expected: str) -> None:
         # a number is not a sum: these once came back "12" and "2" with confidence 1.0
         "Convert 12 kg to pounds.",
         "Is 2 a prime number?",
+        "What is 1,5 * 2?",  # a decimal comma, or a list?
     ],
 )
 def test_calculate_declines_what_it_cannot_do(text: str) -> None:
@@ -100,6 +103,8 @@ def test_extract_expression() -> None:
         ("0 celsius to kelvin", "0 °C = 273.15 K"),
         ("-40 C to F", "-40 °C = -40 °F"),
         ("90 km/h in m/s", "90 km/h = 25 m/s"),
+        ("How long is 10,000 seconds in hours?", "10000 s = 2.777777778 h"),
+        ("Convert 1,5 km to m", "1.5 km = 1500 m"),
     ],
 )
 def test_convert_units(text: str, expected: str) -> None:

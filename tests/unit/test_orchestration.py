@@ -20,6 +20,7 @@ from agentmesh.orchestration import (
     Task,
     judge,
     start_tier,
+    tier_span,
     tiers_above,
     why_not_escalated,
 )
@@ -84,6 +85,11 @@ def test_tier_ladder_respects_constraints() -> None:
     assert start_tier("cloud", Constraints()) == "cloud"
     assert start_tier("device", Constraints(min_tier="edge")) == "edge"
     assert start_tier("cloud", Constraints(max_tier="edge")) == "edge"
+
+
+def test_tier_span() -> None:
+    assert tier_span("cloud", "cloud") == "the cloud tier"
+    assert tier_span("device", "edge") == "tiers device to edge"
 
 
 def test_why_not_escalated() -> None:

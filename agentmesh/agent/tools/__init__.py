@@ -27,6 +27,7 @@ from typing import Any
 
 from agentmesh.agent.tools.arith import (
     ArithmeticError_,
+    ambiguous_comma,
     evaluate,
     extract_expression,
     format_number,
@@ -80,7 +81,11 @@ def with_inputs(instruction: str, inputs: dict[str, str], *, keep_unit: bool = F
 def calculate(instruction: str, inputs: dict[str, str]) -> dict[str, Any]:
     if len(instruction) > MAX_TOOL_INSTRUCTION:
         return {"status": "declined", "reason": f"longer than {MAX_TOOL_INSTRUCTION} characters"}
-    expression = extract_expression(with_inputs(instruction, inputs))
+    instruction = with_inputs(instruction, inputs)
+    comma = ambiguous_comma(instruction)
+    if comma is not None:
+        return {"status": "declined", "reason": f"is the comma in {comma!r} a decimal point or a separator?"}
+    expression = extract_expression(instruction)
     if expression is None:
         return {"status": "declined", "reason": "no arithmetic expression in the instruction"}
     if not has_operator(expression):

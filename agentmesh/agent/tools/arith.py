@@ -123,6 +123,8 @@ def format_number(value: Fraction, *, digits: int = 12) -> str:
 
 
 _CANDIDATE = re.compile(rf"[-+(]*\s*\d[\d\s.(){_OPS}x]*(?:of\s*[\d\s.(){_OPS}x]+)?", re.IGNORECASE)
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_DIGIT_COMMA = re.compile(r"\d+,\d+")
 _HAS_OP = re.compile(rf"[{_OPS}]|\bx\b|\bof\b")
 
 
@@ -153,7 +155,8 @@ _WORDS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 def extract_expression(text: str) -> str | None:
     """The arithmetic inside a sentence ("What is 12 * (3 + 4)?" -> "12 * (3 + 4)"; "multiply 12
-    by 3" -> "12*3")."""
+    by 3" -> "12*3"; "10,000 * 2" -> "10000 * 2")."""
+    text = _THOUSANDS.sub("", text)
     for pattern, repl in _WORDS:
         text = pattern.sub(repl, text)
     best: str | None = None
@@ -166,6 +169,13 @@ def extract_expression(text: str) -> str | None:
         if best is None or score > (has_operator(best), len(best)):
             best = cand
     return best
+
+
+def ambiguous_comma(text: str) -> str | None:
+    """A number whose comma is not a thousands separator ("1,5": a decimal comma, or "1,2" a
+    list?), which the expression would misread."""
+    match = _DIGIT_COMMA.search(_THOUSANDS.sub("", text))
+    return match.group(0) if match else None
 
 
 def has_operator(expression: str) -> bool:
