@@ -28,11 +28,13 @@ def user_message(request: StepRequest, *, schema_in_prompt: bool = True) -> str:
     """The user turn. ``schema_in_prompt=False`` when the decoder itself enforces the schema (a
     grammar): small models tend to copy schema text such as "#/$defs/..." into their answer."""
     parts = [request.instruction.strip()]
-    if request.inputs:
-        lines = ["Results of earlier steps:"]
-        for step_id, output in request.inputs.items():
-            lines.append(f"[{step_id}]\n{output.strip()}")
-        parts.append("\n".join(lines))
+    # No step ids: with "[s1]" labels Gemma 3 270M went on writing "[s2] ... Answer: [s3] ..." at
+    # confidence 0.9, so nothing escalated the loop.
+    outputs = [output.strip() for output in request.inputs.values()]
+    if len(outputs) == 1:
+        parts.append(f"Earlier result: {outputs[0]}")
+    elif outputs:
+        parts.append("\n".join(["Earlier results:", *(f"- {output}" for output in outputs)]))
     # An attempt that declined or failed left nothing to improve on, and telling a small model
     # about it made Gemma 3 270M answer with nothing at all.
     if request.previous is not None and request.previous.output.strip():

@@ -27,10 +27,12 @@ def test_inputs_previous_and_schema_are_included() -> None:
         )
     )
     assert text.startswith("Summarize.")
-    assert "[s1]\nLima is the capital." in text and "[s2]" in text
+    assert "Earlier results:\n- Lima is the capital.\n- Peru is in South America." in text
     assert "phone-1" in text and "Lime" in text and "low confidence 0.2" in text
     assert '{"type":"object"}' in text
-    assert text.index("[s1]") < text.index("Lime")
+    assert text.index("Lima") < text.index("Lime")
+    one = user_message(StepRequest(instruction="Translate it into Italian.", inputs={"s1": " Ciao? "}))
+    assert one == "Translate it into Italian.\n\nEarlier result: Ciao?"
 
 
 def test_a_previous_attempt_without_an_answer_is_left_out() -> None:
