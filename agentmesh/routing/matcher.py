@@ -284,8 +284,9 @@ class Matcher:
         query_vector: Vectors | None = None,
         allow_busy: bool = False,
     ) -> list[Match]:
-        """The tier ladder: matches of the tier the step goes to (empty if no tier has any); the
-        same as ``explain(...).matches``, ranking only the chosen tier.
+        """The tier ladder: matches of the tier the step goes to (empty if no tier has any, or
+        when the step should wait for a busy agent that matches much better: ``wait_margin``); the
+        same as ``explain(...).matches`` otherwise, ranking only the chosen tier.
 
         Escalation is ``route(q, start_tier=<next tier up>, exclude=<agents tried>,
         prefer_family=<family of the weak attempt>)``.
@@ -293,7 +294,35 @@ class Matcher:
         prepared = query if isinstance(query, PreparedQuery) else self.prepare_query(query, query_vector)
         k = k or self.weights.k
         sims, chosen = self._ladder(prepared, constraints, start_tier, exclude, k, allow_busy)
-        return [] if chosen is None else self._rank(sims[chosen], chosen, prefer_family, k)
+        if chosen is None or (
+            not allow_busy
+            and self._busy_one_is_better(prepared, constraints, start_tier, exclude, k, sims[chosen])
+        ):
+            return []
+        return self._rank(sims[chosen], chosen, prefer_family, k)
+
+    def _busy_one_is_better(
+        self,
+        query: PreparedQuery,
+        constraints: Constraints | None,
+        start_tier: Tier,
+        exclude: Collection[str],
+        k: int,
+        free: _Similarities,
+    ) -> bool:
+        """Whether an agent at capacity matches so much better (``wait_margin``) than the best free
+        one that the step should wait for it: a capital question is not for the calculator because
+        the chat agent is busy. A free agent as good, on any tier of the ladder, takes it."""
+        tiers = ladder(start_tier, constraints)
+        if all(
+            self._tier_filter(t, constraints, False).allowed_labels
+            == self._tier_filter(t, constraints, True).allowed_labels
+            for t in tiers
+        ):
+            return False  # nobody on the ladder is at capacity
+        everyone, tier = self._ladder(query, constraints, start_tier, exclude, k, True)
+        best = everyone[tier].best if tier is not None else None
+        return best is not None and free.best is not None and free.best < best - self.weights.wait_margin
 
     def _ladder(
         self,
@@ -596,7 +625,8 @@ class Matcher:
                 tuple(constraints.tags),
             )
         )
-        key = (tier, reg.generation, reg.busy_generation, ckey, allow_busy)
+        # Which agents are at capacity matters only to a filter that leaves them out.
+        key = (tier, reg.generation, None if allow_busy else reg.busy_generation, ckey, allow_busy)
         cached = self._filters.get(key)
         if cached is not None:
             self._filters.move_to_end(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -162,6 +163,28 @@ async def test_an_agent_killed_mid_step_has_its_step_reassigned(mesh: Mesh) -> N
     assert result.status == "done", result.error
     assert attempts_of(result, "s1") == [("slow-1", "device", "offline"), ("spare-1", "device", "ok")]
     assert "reassigned" in [e.kind for e in events]
+
+
+async def test_a_step_waits_for_the_busy_agent_it_needs_rather_than_take_a_poor_match(mesh: Mesh) -> None:
+    # In the demo a capital question went to the calculator (which declined) while the chat agent
+    # was busy with another task.
+    mesh.agent(
+        "chat-1",
+        kwargs={"delay_s": 0.5},
+        concurrency=1,
+        capability="qa",
+        description="Answer factual questions: capitals of countries, dates, definitions.",
+    )
+    mesh.agent(
+        "calc-1", tool="calculate", capability="arithmetic", description="Compute arithmetic: + - * /."
+    )
+    _, client = await mesh.start("chat-1", "calc-1")
+    questions = ["What is the capital of Japan?", "What is the capital of Peru?"]
+    results = await asyncio.gather(*(run_collecting(client, q) for q in questions))
+    for (result, _), question in zip(results, questions, strict=True):
+        assert result.status == "done", result.error
+        assert attempts_of(result, "s1") == [("chat-1", "device", "ok")]
+        assert result.output == question
 
 
 def canned_planner(mesh: Mesh, *steps: str) -> None:

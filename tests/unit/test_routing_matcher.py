@@ -206,6 +206,29 @@ class TokenHashingEmbedder(HashingEmbedder):
         return self.embed(texts), tokens
 
 
+def test_a_step_waits_for_a_busy_agent_that_matches_much_better() -> None:
+    chat = {"name": "qa", "description": "Answer questions about capitals of countries.", "tags": ["qa"]}
+    calc = {"name": "arithmetic", "description": "Compute sums and products of numbers.", "tags": ["math"]}
+    registry = Registry(HashingEmbedder(256))
+    for vcv in [
+        card("chat-1", "device", [chat]),
+        card("calc-1", "device", [calc], qos={"max_concurrency": 4}),
+    ]:
+        registry.apply_vcv(vcv.agent_id, vcv)
+    q = "What is the capital of the countries?"
+    matcher = Matcher(registry, MatchWeights(min_similarity=-1.0))
+    assert ids(matcher.route(q)) == ["chat-1", "calc-1"]
+    registry.add_inflight("chat-1", 1)  # at capacity: the calculator is free but no answer to this
+    assert matcher.route(q) == []
+    assert ids(matcher.route(q, allow_busy=True))[0] == "chat-1"
+    assert ids(Matcher(registry, MatchWeights(min_similarity=-1.0, wait_margin=2.0)).route(q)) == ["calc-1"]
+    # A free agent as good as the busy one takes the step, on this tier or the next.
+    for twin in (card("chat-2", "device", [chat]), card("chat-3", "edge", [chat])):
+        registry.apply_vcv(twin.agent_id, twin)
+        assert ids(matcher.route(q))[0] == twin.agent_id
+        registry.apply_vcv(twin.agent_id, None)
+
+
 def test_repeated_queries_see_load_busy_and_card_changes() -> None:
     """A query's similarities are reused across calls; what changes between them (load, an agent
     at capacity, presence, a new card) must rank exactly as a fresh matcher would."""
