@@ -43,6 +43,7 @@ from agentmesh.planning import (
     single_step_plan,
 )
 from agentmesh.protocol import (
+    PLAN_TAG,
     TIERS,
     Constraints,
     Plan,
@@ -375,7 +376,7 @@ class Router:
             if constraints.data_class not in entry.vcv.policy.data_classes:
                 continue
             for cap in entry.vcv.capabilities:
-                if "plan" in cap.tags:
+                if PLAN_TAG in cap.tags:
                     cost = entry.vcv.cost.usd_per_mtok_in + entry.vcv.cost.usd_per_mtok_out
                     key = (tier_i, entry.load / entry.capacity, cost)
                     if best is None or key < best[0]:

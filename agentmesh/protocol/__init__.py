@@ -4,6 +4,7 @@ from agentmesh.protocol.codec import decode, encode, encode_assignment, encode_e
 from agentmesh.protocol.dag import dag_problem, topological_order
 from agentmesh.protocol.limits import DEFAULT_NAMESPACE, ID_PATTERN, MAX_PAYLOAD_BYTES
 from agentmesh.protocol.messages import (
+    PLAN_TAG,
     TIERS,
     AttemptRecord,
     Capability,
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "ID_PATTERN",
     "MAX_PAYLOAD_BYTES",
+    "PLAN_TAG",
     "TIERS",
     "AttemptRecord",
     "Capability",

@@ -26,6 +26,8 @@ Tier = Literal["device", "edge", "cloud"]
 DataClass = Literal["public", "internal", "personal"]
 Backend = Literal["llama_cpp", "openai", "python"]
 TIERS: tuple[Tier, ...] = ("device", "edge", "cloud")
+# A capability with this tag is a planner (DESIGN section 6): it gets the planning steps and no others.
+PLAN_TAG = "plan"
 
 _ID_RE = re.compile(ID_PATTERN)
 _STEP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agentmesh.errors import AgentMeshError
-from agentmesh.protocol import Constraints, Tier
+from agentmesh.protocol import PLAN_TAG, Constraints, Tier
 from agentmesh.registry.embedder import TokenEmbedder, TokenVectors, Vectors
 from agentmesh.registry.index import LabelRef
 from agentmesh.registry.store import AgentEntry, Registry
@@ -634,6 +634,8 @@ class Matcher:
         index = reg.index(tier)
         filt = _TierFilter(key)
         required_tags = list(constraints.tags) if constraints is not None else []
+        # A planner's capability answers in plan JSON: no ordinary step goes to it.
+        planning = PLAN_TAG in required_tags
         for entry in reg.agents_in_tier(tier):
             ok = entry.routable and (allow_busy or entry.load < entry.capacity)
             if ok and constraints is not None:
@@ -641,7 +643,10 @@ class Matcher:
             if not ok:
                 filt.blocked_labels.update(index.labels_of(entry.agent_id))
                 continue
-            tagged = [has_tags(c.tags, required_tags) for c in entry.vcv.capabilities]
+            tagged = [
+                has_tags(c.tags, required_tags) and (planning or PLAN_TAG not in c.tags)
+                for c in entry.vcv.capabilities
+            ]
             if not any(tagged):
                 filt.blocked_labels.update(index.labels_of(entry.agent_id))
                 continue

@@ -206,6 +206,17 @@ class TokenHashingEmbedder(HashingEmbedder):
         return self.embed(texts), tokens
 
 
+def test_a_planner_capability_serves_only_steps_that_ask_for_a_planner() -> None:
+    plan = {"name": "plan", "description": "Decompose a task into a plan of steps.", "tags": ["plan"]}
+    registry = Registry(HashingEmbedder(256))
+    both = card("big-1", "device", [plan, TRANSLATE])
+    registry.apply_vcv(both.agent_id, both)
+    matcher = Matcher(registry, MatchWeights(min_similarity=-1.0))
+    q = "Decompose a task into a plan of steps"
+    assert [m.capability for m in matcher.route(q)] == ["translate"]
+    assert [m.capability for m in matcher.route(q, constraints=Constraints(tags=["plan"]))] == ["plan"]
+
+
 def test_a_step_waits_for_a_busy_agent_that_matches_much_better() -> None:
     chat = {"name": "qa", "description": "Answer questions about capitals of countries.", "tags": ["qa"]}
     calc = {"name": "arithmetic", "description": "Compute sums and products of numbers.", "tags": ["math"]}
