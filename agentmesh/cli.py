@@ -354,7 +354,13 @@ def run_router(args: argparse.Namespace) -> int:
 
 
 def configure_submit(p: argparse.ArgumentParser) -> None:
-    p.add_argument("text", metavar="TEXT", help="what to do ('-' reads it from stdin)")
+    p.add_argument(
+        "text",
+        metavar="TEXT",
+        nargs="?",
+        default="",
+        help="what to do ('-' reads it from stdin; optional with --plan)",
+    )
     p.add_argument("--wait", action="store_true", help="wait for the result, showing progress on stderr")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds to wait (default 300)")
     p.add_argument(

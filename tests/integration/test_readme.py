@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -131,3 +132,30 @@ def test_the_sync_helper_for_scripts(
         router.terminate()
         router.wait(30)
     assert result.status == "done" and result.output == "391"
+
+
+def test_submit_takes_a_plan_file_without_text(
+    mosquitto: MosquittoBroker, calc_agent: AgentProcess, tmp_path: Path
+) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("steps:\n  - {id: a, instruction: 'What is 17*23?'}\n")
+    router = start_router(mosquitto, "plan-file", tmp_path)
+    command = [sys.executable, "-m", "agentmesh", "--broker", mosquitto.address.url, "submit"]
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the first tasks may be published before the router has subscribed
+            out = subprocess.run(
+                [*command, "--plan", str(plan), "--wait", "--json", "--timeout", "5"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if out.returncode != 1 or time.monotonic() > deadline:
+                break
+    finally:
+        router.terminate()
+        router.wait(30)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["output"] == "391"
+    empty = subprocess.run([*command, "--wait"], capture_output=True, text=True, timeout=60)
+    assert empty.returncode == 2 and "TEXT is empty (give a task, or --plan FILE)" in empty.stderr
