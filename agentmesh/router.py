@@ -16,7 +16,7 @@ import sqlite3
 import time
 from collections import OrderedDict, deque
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
@@ -73,6 +73,8 @@ log = logging.getLogger(__name__)
 _REPUBLISH_WINDOW_S = 60.0
 # At most this many tasks in flight, a handler's assignments are written before its events.
 _EAGER_UP_TO = 4
+# Waiting steps a freed slot is offered to, oldest first, before the ticker tries them all.
+_DRAIN_TRIES = 8
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class _Waiting:
     kind: EventKind
     prefer_family: str | None
     why: str
+    since: float = field(default_factory=time.monotonic)
 
 
 class Router:
@@ -319,7 +322,16 @@ class Router:
         self._tasks[task.task_id] = task
         self._save(task)
         self._event(task, "accepted", detail=f"router {self.config.router_id}")
-        self._plan(task)
+        self._plan_or_fail(task)
+
+    def _plan_or_fail(self, task: Task) -> None:
+        # A task the planning code cannot handle fails with the reason, rather than staying
+        # accepted and unplanned (and failing the same way on every restart).
+        try:
+            self._plan(task)
+        except Exception as exc:
+            log.exception("planning task %s failed", task.task_id)
+            self._finish(task, "failed", f"the router could not plan it: {type(exc).__name__}: {exc}")
 
     def _reject_malformed(self, payload: bytes, error: ProtocolError) -> None:
         """Answer a broken TaskRequest where we can tell who sent it; otherwise only log it."""
@@ -491,6 +503,7 @@ class Router:
         exclude: set[str] | None = None,
         prefer_family: str | None = None,
         capability_only: bool = False,
+        wait_for_better: bool = True,
     ) -> list[Match]:
         return self.matcher.route(
             query,
@@ -499,6 +512,7 @@ class Router:
             exclude=exclude or set(),
             prefer_family=prefer_family,
             allow_busy=capability_only,
+            wait_for_better=wait_for_better,
         )
 
     def _advance(self, task: Task) -> None:
@@ -525,8 +539,8 @@ class Router:
     ) -> None:
         waiting = _Waiting(task.task_id, step.id, tier, kind, prefer_family, why)
         if not self._try_assign(waiting):
-            # Everyone who can serve it is at capacity: the step waits (in order) for a free slot
-            # instead of overloading an agent. Results and ticks drain the queue.
+            # Everyone who can serve it (well) is at capacity: the step waits (in order) for a
+            # free slot instead of overloading an agent. Results and ticks drain the queue.
             step.status = "waiting"
             self._waiting.append(waiting)
 
@@ -540,7 +554,12 @@ class Router:
         constraints = task.request.constraints
         exclude = step.tried_agents()
         matches = self._candidates(
-            step.query, constraints, w.tier, exclude=exclude, prefer_family=w.prefer_family
+            step.query,
+            constraints,
+            w.tier,
+            exclude=exclude,
+            prefer_family=w.prefer_family,
+            wait_for_better=time.monotonic() - w.since < self.config.wait_for_better_s,
         )
         if matches:
             self._assign(task, step, matches[0], kind=w.kind, detail=w.why)
@@ -563,17 +582,23 @@ class Router:
         return True
 
     def _drain_waiting(self, slots: int | None = None) -> None:
-        """Give freed capacity to waiting steps, oldest first, until one still has to wait.
+        """Give freed capacity to waiting steps, oldest first. A step that still has to wait keeps
+        its place and the next ones are tried: one waiting for a busy agent it needs must not hold
+        up a step another agent is free for.
 
-        A result frees one slot, so it tries one step (cheap on the hot path); the ticker tries
-        them all and also fails steps whose agents have gone.
+        A result frees one slot, so it tries up to _DRAIN_TRIES steps until one goes out (cheap
+        on the hot path); the ticker tries them all and also fails steps whose agents have gone.
         """
-        budget = len(self._waiting) if slots is None else slots
-        while self._waiting and budget > 0:
-            budget -= 1
-            if not self._try_assign(self._waiting[0], recheck=slots is None):
-                return
-            self._waiting.popleft()
+        tries = len(self._waiting) if slots is None else min(len(self._waiting), _DRAIN_TRIES)
+        kept: list[_Waiting] = []
+        while tries > 0 and self._waiting:
+            tries -= 1
+            waiting = self._waiting.popleft()
+            if not self._try_assign(waiting, recheck=slots is None):
+                kept.append(waiting)
+            elif slots is not None:
+                break
+        self._waiting.extendleft(reversed(kept))
 
     def _assign(self, task: Task, step: Step, match: Match, *, kind: EventKind, detail: str = "") -> None:
         entry = self.registry.get(match.agent_id)
@@ -811,7 +836,7 @@ class Router:
             resumed += 1
             if task.status == "planning" and not task.in_flight():
                 task.steps.pop(PLANNER_STEP_ID, None)
-                self._plan(task)
+                self._plan_or_fail(task)
                 continue
             for step, attempt in task.in_flight():
                 # Same attempt number: an agent that already answered re-sends its cached result.

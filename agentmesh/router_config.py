@@ -39,6 +39,12 @@ class RouterConfig(BaseModel):
     step_timeout_s: float = Field(
         120.0, gt=0, description="an agent silent this long has its step reassigned"
     )
+    wait_for_better_s: float = Field(
+        30.0,
+        ge=0,
+        description="a step waits this long for a busy agent that matches much better "
+        "(matching.wait_margin), then takes the best free one",
+    )
     planner_timeout_s: float = Field(60.0, gt=0)
     plan_retries: int = Field(1, ge=0, description="times a planner is asked again after an invalid plan")
     max_plan_steps: int = Field(8, ge=1, le=32)

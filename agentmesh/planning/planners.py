@@ -13,7 +13,7 @@ import itertools
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agentmesh.errors import PlanError
@@ -183,20 +183,24 @@ _LINES = re.compile(r"\n+")
 # Quoted spans (see _mask_quotes) are Unicode private-use placeholders while a task is cut up. A
 # single quote opens only after a non-letter and closes only before one ("don't" is no quote).
 _QUOTE_OPEN, _QUOTE_CLOSE, _QUOTE_END = "\ue000", "\ue001", "\ue002"
+# Linear on any input: a curly quote does not span another opener, and an apostrophe inside a
+# single-quoted span must sit between letters ("it's").
 _QUOTED = re.compile(
-    r"\"[^\"\n]*\"|\u201c[^\u201d\n]*\u201d|(?<!\w)['\u2018](?=\S)(?:[^'\u2019\n]|['\u2019](?=\w)){0,1000}?"
-    r"(?<=\S)['\u2019](?!\w)"
+    r"\"[^\"\n]*\"|\u201c[^\u201c\u201d\n]*\u201d"
+    r"|(?<!\w)['\u2018](?=\S)(?:[^'\u2018\u2019\n]|(?<=\w)['\u2019](?=\w)){0,1000}?(?<=\S)['\u2019](?!\w)"
 )
+_PRIVATE_USE = re.compile("[\ue000-\ue002]")
 _PLACEHOLDER = re.compile(f"{_QUOTE_OPEN}(\\d+){_QUOTE_CLOSE}{_QUOTE_END}?")
 _CLAUSE_END = re.compile(rf"(?:(?<=[.?!])|(?<=[.?!]\))|(?<={_QUOTE_END})(?=\s+[A-Z]))\s+|;")
 # A request that ends with a colon before plain text ("Summarize this: ...", "Proofread the email
 # below:") is followed by its material, not by more requests; a quote after the colon is the
-# whole material.
+# whole material, and a question or request after it ("Question 1: what is ...?") is no material.
 _INTRODUCES = re.compile(rf":(?:\s*$|\s+(?!{_QUOTE_OPEN}))")
 # "Translate the haiku" works on the answer of "Write a haiku about rain".
+_AFTER_HEAD = re.compile(r"\s+(?:about|after|and|at|by|for|from|in|into|of|on|that|to|which|with)\b", re.I)
 _INDEFINITE = re.compile(r"\b(?:a|an)\s+((?:[\w'-]+\s+){0,2}[\w'-]+)", re.IGNORECASE)
 _DEFINITE = re.compile(r"\b(?:the|that|this)\s+((?:[\w'-]+\s+){0,2}[\w'-]+)", re.IGNORECASE)
-# A list item "Hotel: €420" or "Monday: gym at 7am" is data, not a request.
+# "Hotel: €420", "Monday: gym at 7am": a label and its value.
 _LABEL = re.compile(r"^[^\s:]+(?:\s+[^\s:]+){0,3}:\s")
 _SEQUENCE = r"(?:then|after that|afterwards|finally|lastly|next(?=\s*,)|also|additionally|in addition)\b"
 # Where task_parts may cut a text: without any of these it is one part.
@@ -214,16 +218,20 @@ _BEFORE_CONNECTIVE = re.compile(
 )
 _LIST_MARK = re.compile(r"^\s*(?:\d+[.)]|[-*])\s+")
 # How a request starts: an imperative, a question word, or a way of asking.
+_IMPERATIVES = (
+    r"add|analy[sz]e|answer|apply|arrange|book|brainstorm|calculate|check|classify|compare|compute|"
+    r"convert|correct|count|create|define|describe|determine|divide|draft|email|estimate|evaluate|"
+    r"explain|extract|find|fix|format|generate|give|help|identify|list|look|make|multiply|name|"
+    r"outline|plan|predict|proofread|provide|put|rank|recommend|remind|review|rewrite|round|say|"
+    r"schedule|search|send|show|solve|sort|subtract|suggest|summari[sz]e|take|tell|translate|turn|"
+    r"work out|write"
+)
 _ASKING = (
-    r"(?:(?:please|kindly)\s+)?(?:add|analy[sz]e|answer|apply|arrange|book|brainstorm|calculate|check|classify|"
-    r"compare|compute|convert|correct|count|create|define|describe|determine|divide|draft|email|"
-    r"estimate|evaluate|explain|extract|find|fix|format|generate|give|help|identify|list|look|make|"
-    r"multiply|name|outline|plan|predict|proofread|provide|put|rank|recommend|remind|review|rewrite|round|"
-    r"say|schedule|search|send|show|solve|sort|subtract|suggest|summari[sz]e|take|tell|translate|turn|"
-    r"work out|write|what|what's|whats|which|who|when|where|why|how|can you|could you|would you|"
-    r"let me know"
-    # "I need a title" and "I want to know" ask; "I need to feed 6 people" is the scene.
-    r"|(?:i need|i want|i'd like)(?!\s+to\s+(?!know\b|learn\b|find out\b|understand\b|see\b)))\b"
+    rf"(?:(?:please|kindly)\s+)?(?:{_IMPERATIVES}|what|what's|whats|which|who|when|where|why|how|"
+    r"can you|could you|would you|let me know"
+    # "I need a title" and "I'd like to book a table" ask; "I need to feed 6 people" is the scene.
+    rf"|(?:i need|i want|i'd like)"
+    rf"(?:\s+to\s+(?:{_IMPERATIVES}|know|learn|find out|understand|see)|(?!\s+to\b)))\b"
 )
 _REQUEST = re.compile(_ASKING, re.IGNORECASE)
 # "X and Y" is two parts only when Y starts like a request of its own ("... and compute 9*9").
@@ -257,6 +265,7 @@ class TaskPart:
     # "also"), rather than giving the material or the scene for a request.
     asks: bool
     joined: bool = False  # it came after "then", "also", "finally"... (not a bare "and")
+    material: str = ""  # what a request ending in a colon works on ("Summarize this: <material>")
 
 
 def task_parts(text: str) -> list[TaskPart]:
@@ -267,9 +276,10 @@ def task_parts(text: str) -> list[TaskPart]:
 
 
 def _iter_parts(text: str) -> Iterator[TaskPart]:
-    # Lazily: a plan that leaves out the first sentence of a long document is judged there.
+    # One part at a time: complete_plan stops at the first part a plan may not leave out.
     masked, quotes = _mask_quotes(text)
-    material = False  # the text after "Summarize this:" is what to summarise, not more requests
+    pending: TaskPart | None = None
+    material: list[str] | None = None  # after "Summarize this:", the text to summarise
     made: set[str] = set()  # what earlier requests asked for: "Write a haiku" -> "the haiku"
     for line in _LINES.split(masked):
         item = _LIST_MARK.match(line) is not None
@@ -284,29 +294,50 @@ def _iter_parts(text: str) -> Iterator[TaskPart]:
                         continue
                     joined = n == 0 and connective is not None and connective.group(1) is not None
                     request = bool(_REQUEST.match(side))
-                    if material and not (joined and request):
+                    if material is not None and not (joined and request):
+                        material.append(plain)
                         continue
-                    follows = bool(_REFERS_BACK.search(side) or _mentions(_DEFINITE, side) & made)
+                    follows = bool(_REFERS_BACK.search(side) or _heads(_DEFINITE, side) & made)
                     if item:
-                        asks = not _LABEL.match(side)
+                        # "- Hotel: €420" is data; "- Question 1: what is ...?" is not.
+                        label = _LABEL.match(side)
+                        value = side[label.end() :] if label else side
+                        asks = label is None or side.endswith("?") or bool(_REQUEST.match(value))
                     else:
                         number = _NUMBER.search(_PLACEHOLDER.sub(" ", side)) is not None
                         asks = request or side.endswith("?") or (joined and (follows or number))
-                    material = asks and _INTRODUCES.search(side) is not None
+                    if pending is not None:
+                        yield _with_material(pending, material)
+                    pending = TaskPart(plain, follows=follows, asks=asks, joined=joined)
+                    intro = _INTRODUCES.search(side) if asks and not side.endswith("?") else None
+                    material = [] if intro and not _REQUEST.match(side[intro.end() :]) else None
                     if asks:
-                        made |= _mentions(_INDEFINITE, side)
-                    yield TaskPart(plain, follows=follows, asks=asks, joined=joined)
+                        made |= _heads(_INDEFINITE, side)
+    if pending is not None:
+        yield _with_material(pending, material)
 
 
-def _mentions(article: re.Pattern[str], text: str) -> set[str]:
-    """The words (stemmed) of the noun phrases after ``article`` in ``text``."""
-    return {t for m in article.finditer(text) for t in terms(m.group(1))}
+def _with_material(part: TaskPart, material: list[str] | None) -> TaskPart:
+    return replace(part, material=" ".join(material)) if material else part
+
+
+def _heads(article: re.Pattern[str], text: str) -> set[str]:
+    """The head nouns (stemmed) of the noun phrases after ``article`` in ``text``: "a two-line
+    slogan for a shop" -> slogan; "the population of Paris" -> population."""
+    heads = set()
+    for m in article.finditer(text):
+        words = terms(_AFTER_HEAD.split(m.group(1), maxsplit=1)[0])
+        if words:
+            heads.add(words[-1])
+    return heads
 
 
 def _mask_quotes(text: str) -> tuple[str, list[str]]:
     """``text`` with each quoted span replaced by a placeholder, and the spans: a quote is material
     ("Translate 'Where is it? What time is it?'" is one request), never split into parts."""
     quotes: list[str] = []
+    if _PRIVATE_USE.search(text):
+        return text, quotes  # the placeholders' own characters: no masking, rather than a wrong one
 
     def hide(m: re.Match[str]) -> str:
         quotes.append(m.group(0))
@@ -318,7 +349,7 @@ def _mask_quotes(text: str) -> tuple[str, list[str]]:
 
 
 def _unmask(text: str, quotes: list[str]) -> str:
-    if _QUOTE_OPEN not in text:
+    if not quotes:
         return text
     return _PLACEHOLDER.sub(lambda m: quotes[int(m.group(1))], text)
 
@@ -363,7 +394,7 @@ class Completion:
             return f"the plan had no steps of its own; the router made {made} of the task's requests"
         said = []
         if self.dropped:
-            said.append(f"dropped {', '.join(self.dropped)} (numbers the task does not have)")
+            said.append(f"dropped {', '.join(self.dropped)} (numbers no part of the task has)")
         if self.added:
             said.append(f"added {', '.join(self.added)} for what the plan left out of the task")
         if self.wired:
@@ -372,8 +403,8 @@ class Completion:
 
 
 def complete_plan(plan: Plan | None, text: str, max_steps: int = 32) -> Completion:
-    """An LLM's ``plan`` made whole for the task ``text``: steps with numbers the task does not have
-    are dropped; a step that refers to an earlier answer ("minus that") and depends on nothing
+    """An LLM's ``plan`` made whole for the task ``text``: steps with numbers no one part of the task
+    has are dropped; a step that refers to an earlier answer ("minus that") and depends on nothing
     depends on the step before it; every request in ``text`` that no step covers gets a step of its
     own, depending on the step of the part before when it works on its answer ("the result"). A
     ``plan`` of None (the LLM had no steps of its own) gets a step for every request.
@@ -391,9 +422,16 @@ def complete_plan(plan: Plan | None, text: str, max_steps: int = 32) -> Completi
             f"the task is {len(text)} characters long; above {MAX_SPLIT_CHARS} it runs as one step"
         )
     planned_steps = plan.steps if plan is not None else []
-    numbers = set(_NUMBER.findall(text))
+    parts = task_parts(text)
+    # A step's numbers come from one part of the task: SmolLM2 makes up steps from its prompt's
+    # examples ("Convert 10 kg to square feet") and fuses parts ("Multiply 5 km by 2" from
+    # "multiply the result by 2" and "convert 5 km to miles").
+    part_numbers = [set(_NUMBER.findall(f"{p.text} {p.material}")) for p in parts]
     dropped = [
-        s.id for s in planned_steps if not set(_NUMBER.findall(_ENUMERATOR.sub("", s.instruction))) <= numbers
+        s.id
+        for s in planned_steps
+        if (used := set(_NUMBER.findall(_ENUMERATOR.sub("", s.instruction))))
+        and not any(used <= numbers for numbers in part_numbers)
     ]
     deps = {s.id: list(s.depends_on) for s in planned_steps}
     steps: list[PlanStep] = []
@@ -420,7 +458,7 @@ def complete_plan(plan: Plan | None, text: str, max_steps: int = 32) -> Completi
     dropped_prefixes = {w[:5] for w in dropped_words}
     last: str | None = None  # the step that covers the part before
     added: list[str] = []
-    for part in _iter_parts(text):
+    for part in parts:
         wanted = _words(part.text)
         if _covered(wanted, planned, prefixes):
             last = steps[max(range(len(steps)), key=lambda i: len(wanted & step_words[i]))].id
@@ -438,16 +476,17 @@ def complete_plan(plan: Plan | None, text: str, max_steps: int = 32) -> Completi
         ids = {s.id for s in steps} | set(dropped)
         step_id = next(f"s{n}" for n in itertools.count(1) if f"s{n}" not in ids)
         depends_on = [last] if part.follows and last else []
+        instruction = f"{part.text} {part.material}".strip()
         steps.append(
-            PlanStep(id=step_id, instruction=part.text[:1].upper() + part.text[1:], depends_on=depends_on)
+            PlanStep(id=step_id, instruction=instruction[:1].upper() + instruction[1:], depends_on=depends_on)
         )
+        # Only the plan's own steps cover parts: "convert 5 km to miles, then convert 5 miles to
+        # km" has the same words twice and two requests.
         step_words.append(wanted)
-        planned |= wanted
-        prefixes |= {w[:5] for w in wanted}
         last = step_id
         added.append(step_id)
     if not steps:
-        what = "numbers the task does not have" if dropped else "no steps of its own"
+        what = "numbers no part of the task has" if dropped else "no steps of its own"
         raise PlanError(f"the plan has {what}, and the task no request to make a step of", field="steps")
     # The answer to every step, not only the last ones ("Write a haiku, then count its words": the
     # haiku and the count).

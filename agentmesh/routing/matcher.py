@@ -283,10 +283,12 @@ class Matcher:
         k: int | None = None,
         query_vector: Vectors | None = None,
         allow_busy: bool = False,
+        wait_for_better: bool = True,
     ) -> list[Match]:
         """The tier ladder: matches of the tier the step goes to (empty if no tier has any, or
-        when the step should wait for a busy agent that matches much better: ``wait_margin``); the
-        same as ``explain(...).matches`` otherwise, ranking only the chosen tier.
+        with ``wait_for_better`` when the step should wait for a busy agent that matches much
+        better: ``wait_margin``); the same as ``explain(...).matches`` otherwise, ranking only the
+        chosen tier.
 
         Escalation is ``route(q, start_tier=<next tier up>, exclude=<agents tried>,
         prefer_family=<family of the weak attempt>)``.
@@ -295,7 +297,8 @@ class Matcher:
         k = k or self.weights.k
         sims, chosen = self._ladder(prepared, constraints, start_tier, exclude, k, allow_busy)
         if chosen is None or (
-            not allow_busy
+            wait_for_better
+            and not allow_busy
             and self._busy_one_is_better(prepared, constraints, start_tier, exclude, k, sims[chosen])
         ):
             return []

@@ -165,26 +165,53 @@ async def test_an_agent_killed_mid_step_has_its_step_reassigned(mesh: Mesh) -> N
     assert "reassigned" in [e.kind for e in events]
 
 
+QA = "Answer factual questions: capitals of countries, dates, definitions."
+MATH = "Compute arithmetic: + - * /."
+QUESTIONS = ["What is the capital of Japan?", "What is the capital of Peru?"]
+
+
 async def test_a_step_waits_for_the_busy_agent_it_needs_rather_than_take_a_poor_match(mesh: Mesh) -> None:
     # In the demo a capital question went to the calculator (which declined) while the chat agent
     # was busy with another task.
-    mesh.agent(
-        "chat-1",
-        kwargs={"delay_s": 0.5},
-        concurrency=1,
-        capability="qa",
-        description="Answer factual questions: capitals of countries, dates, definitions.",
-    )
-    mesh.agent(
-        "calc-1", tool="calculate", capability="arithmetic", description="Compute arithmetic: + - * /."
-    )
+    mesh.agent("chat-1", kwargs={"delay_s": 0.5}, concurrency=1, capability="qa", description=QA)
+    mesh.agent("calc-1", tool="calculate", capability="arithmetic", description=MATH)
     _, client = await mesh.start("chat-1", "calc-1")
-    questions = ["What is the capital of Japan?", "What is the capital of Peru?"]
-    results = await asyncio.gather(*(run_collecting(client, q) for q in questions))
-    for (result, _), question in zip(results, questions, strict=True):
+    results = await asyncio.gather(*(run_collecting(client, q) for q in QUESTIONS))
+    for (result, _), question in zip(results, QUESTIONS, strict=True):
         assert result.status == "done", result.error
         assert attempts_of(result, "s1") == [("chat-1", "device", "ok")]
         assert result.output == question
+
+
+async def test_a_step_waiting_for_a_busy_agent_holds_up_no_other_step(mesh: Mesh) -> None:
+    mesh.agent("chat-1", kwargs={"delay_s": 2.0}, concurrency=1, capability="qa", description=QA)
+    mesh.agent("math-1", kwargs={"delay_s": 0.2}, concurrency=1, capability="arithmetic", description=MATH)
+    _, client = await mesh.start("chat-1", "math-1")
+    finished: list[str] = []
+
+    async def run(text: str) -> None:
+        result, _ = await run_collecting(client, text)
+        assert result.status == "done", result.error
+        finished.append(text)
+
+    # Both agents busy, then a capital question and a sum wait; when math-1 frees up, the
+    # question (first in the queue) keeps waiting for chat-1 and the sum goes to math-1.
+    await asyncio.gather(
+        run("What is the capital of Japan?"),
+        run("Compute 12 * 7 + 3"),
+        run("What is the capital of Peru?"),
+        run("Compute 99 / 3 - 1"),
+    )
+    assert sorted(finished[:2]) == ["Compute 12 * 7 + 3", "Compute 99 / 3 - 1"]
+
+
+async def test_after_wait_for_better_s_a_step_takes_the_free_agent(mesh: Mesh) -> None:
+    mesh.agent("chat-1", kwargs={"delay_s": 1.0}, concurrency=1, capability="qa", description=QA)
+    mesh.agent("math-1", concurrency=1, capability="arithmetic", description=MATH)
+    _, client = await mesh.start("chat-1", "math-1", wait_for_better_s=0)
+    results = await asyncio.gather(*(run_collecting(client, q) for q in QUESTIONS))
+    first_agents = sorted(result.steps[0].attempts[0].agent_id for result, _ in results)
+    assert first_agents == ["chat-1", "math-1"]
 
 
 def canned_planner(mesh: Mesh, *steps: str) -> None:
@@ -275,6 +302,26 @@ async def test_a_malformed_task_is_rejected_and_the_router_keeps_serving(mesh: M
         await raw.publish(topics.submit, b"\xff\xfe not even utf-8")
         ev = decode(TaskEvent, (await events.get(timeout=30)).payload)
         assert isinstance(ev, TaskEvent) and ev.kind == "rejected" and "text" in ev.detail
+    result = await client.run("repeat the word hello", timeout=60)
+    assert result.status == "done", result.error
+
+
+async def test_a_task_the_router_cannot_plan_fails_with_the_reason(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug in the planning code (a task holding the quote placeholders' characters once raised
+    # IndexError there) must fail that task, not leave it accepted and unplanned.
+    def broken(text: str) -> bool:
+        if "boom" in text:
+            raise IndexError("list index out of range")
+        return False
+
+    monkeypatch.setattr("agentmesh.router.looks_multipart", broken)
+    mesh.agent("echo-1")
+    _, client = await mesh.start("echo-1")
+    result = await client.run("boom", timeout=60)
+    assert result.status == "failed"
+    assert result.error == "the router could not plan it: IndexError: list index out of range"
     result = await client.run("repeat the word hello", timeout=60)
     assert result.status == "done", result.error
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentmesh.errors import PlanError
 from agentmesh.planning import (
@@ -94,6 +97,9 @@ def test_validate_plan_accepts_a_diamond() -> None:
         ("it worked for months, then last week i changed my router. why does the plug drop off?", False),
         ('Fix the grammar: "Me and him goes to the store." Then translate the result into German.', True),
         ("x" * 16_001 + ". What is 2+2? What is 3+3?", False),
+        ("Say 'Where is it? Then go home.' in French.", False),  # a quote is one part
+        ("Quick ones:\n- Question 1: what is 2+2?\n- Question 2: what is 3+3?", True),
+        ("I want to convert 5 km to miles. Then compute 3*3.", True),
     ],
 )
 def test_looks_multipart(text: str, expected: bool) -> None:
@@ -162,6 +168,56 @@ def test_plan_from_output_plans_the_task_when_the_planner_only_copied_its_exampl
     # invalid plan.
     with pytest.raises(PlanError, match="leaves out part of the task"):
         plan_from_output(copies, "My flight leaves at 9 and the drive takes 40 minutes. When should I leave?")
+
+
+@pytest.mark.parametrize(
+    ("text", "steps"),
+    [
+        # The same words twice are still two requests.
+        (
+            "Convert 5 km to miles, then convert 5 miles to km.",
+            [("Convert 5 km to miles", []), ("Convert 5 miles to km.", [])],
+        ),
+        # A request's material goes with it into its step.
+        (
+            "Proofread the following email:\nHi Mark, thanks for you're reply.\nThe budget are due.\n"
+            "Then translate the corrected email into French.",
+            [
+                ("Proofread the following email: Hi Mark, thanks for you're reply. The budget are due.", []),
+                ("Translate the corrected email into French.", ["s1"]),
+            ],
+        ),
+    ],
+)
+def test_a_plan_made_of_the_task_keeps_every_request_and_its_material(
+    text: str, steps: list[tuple[str, list[str]]]
+) -> None:
+    copies = json.dumps({"steps": [{"id": "s1", "instruction": "What is 2+3?", "depends_on": []}]})
+    done = plan_from_output(copies, text)
+    assert [(s.instruction, s.depends_on) for s in done.plan.steps] == steps
+
+
+def test_a_task_holding_the_quote_placeholders_characters_is_parsed() -> None:
+    text = "Compute 2+2; then say \ue0007\ue001 twice. Also say 'hi' in French."
+    assert looks_multipart(text) is True
+    assert [p.text for p in task_parts(text)] == [
+        "Compute 2+2",
+        "say \ue0007\ue001 twice.",
+        "say 'hi' in French.",
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab 1,.;:?!'\"\u2018\u2019\u201c\u201d\n-\ue000\ue001\ue0029")))
+def test_any_text_is_parsed_or_gets_a_plan_error(text: str) -> None:
+    # Private-use characters are the quote placeholders' own: a task holding them once crashed
+    # the router, and again on every restart.
+    assert isinstance(looks_multipart(text), bool)
+    for part in task_parts(text):
+        assert part.text.strip()
+    copies = json.dumps({"steps": [{"id": "s1", "instruction": "What is 2+3?", "depends_on": []}]})
+    with contextlib.suppress(PlanError):
+        plan_from_output(copies, text)
 
 
 def test_parse_plan_output_limits_steps() -> None:
@@ -245,6 +301,10 @@ def _plan(*instructions: str) -> object:
         (
             "What is the capital of France? Also, what is the capital of Spain?",
             [("What is the capital of France?", False), ("what is the capital of Spain?", False)],
+        ),
+        (
+            "Write a poem about Paris. Then tell me the population of Paris.",
+            [("Write a poem about Paris.", False), ("tell me the population of Paris.", False)],
         ),
         (
             "First, compute 15% of 80. Then name the first president.",
@@ -368,7 +428,7 @@ def test_complete_plan_drops_made_up_steps_and_wires_back_references() -> None:
         ("s3", "Convert it to square feet too.", ["s1"])
     ]
     assert done.describe() == (
-        "the router dropped s2 (numbers the task does not have); "
+        "the router dropped s2 (numbers no part of the task has); "
         "added s3 for what the plan left out of the task"
     )
     done = complete_plan(

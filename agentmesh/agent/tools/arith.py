@@ -156,7 +156,7 @@ _WORDS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 def extract_expression(text: str) -> str | None:
     """The arithmetic inside a sentence ("What is 12 * (3 + 4)?" -> "12 * (3 + 4)"; "multiply 12
     by 3" -> "12*3"; "10,000 * 2" -> "10000 * 2")."""
-    text = _THOUSANDS.sub("", text)
+    text = strip_thousands(text)
     for pattern, repl in _WORDS:
         text = pattern.sub(repl, text)
     best: str | None = None
@@ -171,10 +171,15 @@ def extract_expression(text: str) -> str | None:
     return best
 
 
+def strip_thousands(text: str) -> str:
+    """``text`` without thousands separators: "10,000 * 2" -> "10000 * 2"."""
+    return _THOUSANDS.sub("", text)
+
+
 def ambiguous_comma(text: str) -> str | None:
     """A number whose comma is not a thousands separator ("1,5": a decimal comma, or "1,2" a
     list?), which the expression would misread."""
-    match = _DIGIT_COMMA.search(_THOUSANDS.sub("", text))
+    match = _DIGIT_COMMA.search(strip_thousands(text))
     return match.group(0) if match else None
 
 

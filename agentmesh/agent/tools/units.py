@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
+from agentmesh.agent.tools.arith import strip_thousands
+
 F = Fraction
 
 
@@ -127,18 +129,16 @@ def convert(value: Fraction, source: Unit, target: Unit) -> Fraction:
 
 
 _QUERY = re.compile(
-    r"(?P<value>[-+]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:[.,]\d+)?(?:e[-+]?\d+)?)\s*(?P<src>[^\d]+?)"
+    r"(?<![\d.,])(?P<value>[-+]?\d+(?:[.,]\d+)?(?:e[-+]?\d+)?)\s*(?P<src>[^\d]+?)"
     r"\s+(?:to|in|into|as)\s+(?P<dst>[a-z°\"'/ ^0-9]+?)\s*[?.!]*\s*$",
     re.IGNORECASE,
 )
 
 
-_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-
-
 def parse_query(text: str) -> tuple[Fraction, Unit, Unit]:
     """``"convert 5 km to miles"`` -> (5, km, mi). UnitError when it is not such a request."""
-    cleaned = re.sub(r"(?<=\d)\s+from\s+", " ", text.strip())  # "convert 12 from kg to lb"
+    # "10,000 s" is ten thousand seconds; "convert 12 from kg to lb"
+    cleaned = re.sub(r"(?<=\d)\s+from\s+", " ", strip_thousands(text.strip()))
     cleaned = re.sub(
         r"^(please\s+)?(convert|change|express|what is|what's|how many|how much"
         r"|how (?:long|far|heavy|hot|cold|big|fast) (?:is|are)(?=\s+[-+]?\d))\s+",
@@ -153,10 +153,7 @@ def parse_query(text: str) -> tuple[Fraction, Unit, Unit]:
     match = _QUERY.search(cleaned)
     if not match:
         raise UnitError("expected a request like 'convert 5 km to miles'")
-    number = match.group("value")
-    # "10,000" is ten thousand; "1,5" (a decimal comma) is one and a half.
-    number = number.replace(",", "") if _THOUSANDS.match(number) else number.replace(",", ".")
-    value = Fraction(Decimal(number))
+    value = Fraction(Decimal(match.group("value").replace(",", ".")))  # "1,5": a decimal comma
     return value, find_unit(match.group("src")), find_unit(match.group("dst"))
 
 
