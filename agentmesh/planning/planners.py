@@ -364,6 +364,16 @@ def _split_and(text: str) -> list[str]:
     return out
 
 
+def _from_one_part(instruction: str, part_words: list[set[str]]) -> bool:
+    """Whether a planner's step comes from one part of the task: all its numbers, and most of its
+    words, are in that part. SmolLM2 makes up steps from its prompt's examples ("Convert 10 kg to
+    square feet") and fuses parts ("Multiply 5 km by 2" from "multiply the result by 2" and
+    "convert 5 km to miles"; "What's 15% of Italy?")."""
+    words = _words(instruction)
+    numbers = {w for w in words if w.isdigit()}
+    return any(numbers <= part and _covered(words, part, {w[:5] for w in part}) for part in part_words)
+
+
 def _stands_alone(part: TaskPart, wanted: set[str]) -> bool:
     """Whether ``part`` (content words ``wanted``) is a part of its own rather than a manner or a
     follow-up of another ("Answer in French.", "Give an example.", "And of Germany?")."""
@@ -394,7 +404,7 @@ class Completion:
             return f"the plan had no steps of its own; the router made {made} of the task's requests"
         said = []
         if self.dropped:
-            said.append(f"dropped {', '.join(self.dropped)} (numbers no part of the task has)")
+            said.append(f"dropped {', '.join(self.dropped)} (not from any one part of the task)")
         if self.added:
             said.append(f"added {', '.join(self.added)} for what the plan left out of the task")
         if self.wired:
@@ -403,10 +413,11 @@ class Completion:
 
 
 def complete_plan(plan: Plan | None, text: str, max_steps: int = 32) -> Completion:
-    """An LLM's ``plan`` made whole for the task ``text``: steps with numbers no one part of the task
-    has are dropped; a step that refers to an earlier answer ("minus that") and depends on nothing
-    depends on the step before it; every request in ``text`` that no step covers gets a step of its
-    own, depending on the step of the part before when it works on its answer ("the result"). A
+    """An LLM's ``plan`` made whole for the task ``text``: steps that do not come from one part of
+    the task (its numbers and most of its words) are dropped; a step that refers to an earlier
+    answer ("minus that") and depends on nothing depends on the step before it; every request in
+    ``text`` that no step covers gets a step of its own, depending on the step of the part before
+    when it works on its answer ("the result"). A
     ``plan`` of None (the LLM had no steps of its own) gets a step for every request.
     Parts too short to stand alone ("Answer in French.", "Keep it short.") are left to the plan,
     unless they came after "then"/"also", ask a question or were a dropped step's. The plan's
@@ -426,12 +437,9 @@ def complete_plan(plan: Plan | None, text: str, max_steps: int = 32) -> Completi
     # A step's numbers come from one part of the task: SmolLM2 makes up steps from its prompt's
     # examples ("Convert 10 kg to square feet") and fuses parts ("Multiply 5 km by 2" from
     # "multiply the result by 2" and "convert 5 km to miles").
-    part_numbers = [set(_NUMBER.findall(f"{p.text} {p.material}")) for p in parts]
+    part_words = [_words(f"{p.text} {p.material}") for p in parts]
     dropped = [
-        s.id
-        for s in planned_steps
-        if (used := set(_NUMBER.findall(_ENUMERATOR.sub("", s.instruction))))
-        and not any(used <= numbers for numbers in part_numbers)
+        s.id for s in planned_steps if not _from_one_part(_ENUMERATOR.sub("", s.instruction), part_words)
     ]
     deps = {s.id: list(s.depends_on) for s in planned_steps}
     steps: list[PlanStep] = []
@@ -486,7 +494,7 @@ def complete_plan(plan: Plan | None, text: str, max_steps: int = 32) -> Completi
         last = step_id
         added.append(step_id)
     if not steps:
-        what = "numbers no part of the task has" if dropped else "no steps of its own"
+        what = "no step from one part of the task" if dropped else "no steps of its own"
         raise PlanError(f"the plan has {what}, and the task no request to make a step of", field="steps")
     # The answer to every step, not only the last ones ("Write a haiku, then count its words": the
     # haiku and the count).

@@ -412,6 +412,30 @@ def test_complete_plan_keeps_a_plan_that_covers_the_task(text: str, plan: list[s
     assert done.plan.outputs() == [s.id for s in done.plan.steps]  # every step's answer
 
 
+@pytest.mark.parametrize(
+    ("text", "plan", "kept"),
+    [
+        # SmolLM2's plans in the demo: the second step fuses the two parts.
+        (
+            "What's 15% of 80 and what is the capital of Italy?",
+            ["What's 15% of 80?", "What's 15% of Italy?"],
+            [("What's 15% of 80?", []), ("What is the capital of Italy?", [])],
+        ),
+        (
+            "Compute 6*7, then multiply the result by 2. Also convert 5 km to miles.",
+            ["Compute 6*7", "Multiply 5 km by 2", "Convert 5 km to miles."],
+            [("Compute 6*7", []), ("Convert 5 km to miles.", []), ("Multiply the result by 2.", ["s1"])],
+        ),
+    ],
+)
+def test_complete_plan_drops_steps_that_fuse_parts(
+    text: str, plan: list[str], kept: list[tuple[str, list[str]]]
+) -> None:
+    done = complete_plan(_plan(*plan), text)  # type: ignore[arg-type]
+    assert done.dropped == ["s2"]
+    assert [(s.instruction, s.depends_on) for s in done.plan.steps] == kept
+
+
 def test_complete_plan_drops_made_up_steps_and_wires_back_references() -> None:
     # What SmolLM2 planned for these (bench/data/multipart_tasks.yaml): a step made up from the
     # prompt's example ("Convert 10 kg to pounds."), and a step on an earlier answer without the
@@ -428,7 +452,7 @@ def test_complete_plan_drops_made_up_steps_and_wires_back_references() -> None:
         ("s3", "Convert it to square feet too.", ["s1"])
     ]
     assert done.describe() == (
-        "the router dropped s2 (numbers no part of the task has); "
+        "the router dropped s2 (not from any one part of the task); "
         "added s3 for what the plan left out of the task"
     )
     done = complete_plan(
