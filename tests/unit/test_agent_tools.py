@@ -105,13 +105,28 @@ def test_extract_expression() -> None:
         ("90 km/h in m/s", "90 km/h = 25 m/s"),
         ("How long is 10,000 seconds in hours?", "10000 s = 2.777777778 h"),
         ("Convert 1,5 km to m", "1.5 km = 1500 m"),
+        # The quantity an instruction talks about before "convert that/it"
+        (
+            "I'm flying to New York, which is about 5,570 km. Convert that to miles.",
+            "5570 km = 3461.037541 mi",
+        ),
+        ("My room is 20 square meters. Convert that to square feet.", "20 m2 = 215.2782083 ft2"),
+        ("It is 30 C outside. Convert it to F.", "30 °C = 86 °F"),
     ],
 )
 def test_convert_units(text: str, expected: str) -> None:
     assert tools.convert_units(text, {}) == {"output": expected, "confidence": 1.0}
 
 
-@pytest.mark.parametrize("text", ["5 km to kg", "10 parsecs to m", "what is love"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "5 km to kg",
+        "10 parsecs to m",
+        "what is love",
+        "It weighs 12 kg and costs 30 dollars; convert it to lb",
+    ],
+)
 def test_convert_units_declines(text: str) -> None:
     assert tools.convert_units(text, {})["status"] == "declined"
 

@@ -135,6 +135,14 @@ _QUERY = re.compile(
 )
 
 
+_REFERRED = re.compile(
+    r"\b(?:convert|change|turn|express)\s+(?:it|that|this)\s+(?:to|into|in)\s+"
+    r"(?P<dst>[a-z°\"'/ ^0-9]+?)\s*[?.!]*\s*$",
+    re.IGNORECASE,
+)
+_QUANTITY = re.compile(r"(?<![\d.,])(?P<value>[-+]?\d+(?:[.,]\d+)?)\s*(?P<unit>[^\s\d]+(?:\s+[a-z]+)?)", re.I)
+
+
 def parse_query(text: str) -> tuple[Fraction, Unit, Unit]:
     """``"convert 5 km to miles"`` -> (5, km, mi). UnitError when it is not such a request."""
     # "10,000 s" is ten thousand seconds; "convert 12 from kg to lb"
@@ -146,6 +154,11 @@ def parse_query(text: str) -> tuple[Fraction, Unit, Unit]:
         cleaned,
         flags=re.I,
     )
+    referred = _REFERRED.search(cleaned)
+    quantities = list(_QUANTITY.finditer(cleaned, 0, referred.start())) if referred else []
+    if referred and quantities:  # "... which is about 5,570 km. Convert that to miles."
+        value, unit = quantities[-1].group("value", "unit")
+        return _number(value), _unit_at(unit), find_unit(referred["dst"])
     # "how many miles is 5 km" -> "5 km to miles"
     inverted = re.match(r"^(?P<dst>[a-z°/ ]+?)\s+(?:is|are|in)\s+(?P<rest>[-+]?\d.*?)[?.!]*$", cleaned, re.I)
     if inverted and not re.match(r"^[-+]?\d", cleaned):
@@ -153,8 +166,20 @@ def parse_query(text: str) -> tuple[Fraction, Unit, Unit]:
     match = _QUERY.search(cleaned)
     if not match:
         raise UnitError("expected a request like 'convert 5 km to miles'")
-    value = Fraction(Decimal(match.group("value").replace(",", ".")))  # "1,5": a decimal comma
-    return value, find_unit(match.group("src")), find_unit(match.group("dst"))
+    return _number(match.group("value")), find_unit(match.group("src")), find_unit(match.group("dst"))
+
+
+def _number(text: str) -> Fraction:
+    return Fraction(Decimal(text.replace(",", ".")))  # "1,5": a decimal comma
+
+
+def _unit_at(words: str) -> Unit:
+    """The unit a quantity's next one or two words name ("5 km." -> km, "5 square feet" -> ft²)."""
+    first, *rest = words.split()
+    for name in (f"{first} {rest[0]}" if rest else None, first.rstrip(".,;:!?")):
+        if name and name.lower() in ALIASES:
+            return ALIASES[name.lower()]
+    return find_unit(first.rstrip(".,;:!?"))
 
 
 def format_quantity(value: Fraction, unit: Unit, *, digits: int = 10) -> str:
