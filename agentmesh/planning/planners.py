@@ -417,11 +417,10 @@ def complete_plan(plan: Plan | None, text: str, max_steps: int = 32) -> Completi
     the task (its numbers and most of its words) are dropped; a step that refers to an earlier
     answer ("minus that") and depends on nothing depends on the step before it; every request in
     ``text`` that no step covers gets a step of its own, depending on the step of the part before
-    when it works on its answer ("the result"). A
-    ``plan`` of None (the LLM had no steps of its own) gets a step for every request.
-    Parts too short to stand alone ("Answer in French.", "Keep it short.") are left to the plan,
-    unless they came after "then"/"also", ask a question or were a dropped step's. The plan's
-    output is every step: each answers a part the task asked for.
+    when it works on its answer ("the result"). A ``plan`` of None (the LLM had no steps of its
+    own) gets a step for every request. Parts too short to stand alone ("Answer in French.", "Keep
+    it short.") are left to the plan, unless they came after "then"/"also", ask a question or were
+    a dropped step's. The plan's output is every step: each answers a part the task asked for.
 
     Raises PlanError when the plan leaves out a part that is not a request (the material or the
     scene a request needs: only the whole text keeps it with the request), when the steps would
@@ -434,9 +433,6 @@ def complete_plan(plan: Plan | None, text: str, max_steps: int = 32) -> Completi
         )
     planned_steps = plan.steps if plan is not None else []
     parts = task_parts(text)
-    # A step's numbers come from one part of the task: SmolLM2 makes up steps from its prompt's
-    # examples ("Convert 10 kg to square feet") and fuses parts ("Multiply 5 km by 2" from
-    # "multiply the result by 2" and "convert 5 km to miles").
     part_words = [_words(f"{p.text} {p.material}") for p in parts]
     dropped = [
         s.id for s in planned_steps if not _from_one_part(_ENUMERATOR.sub("", s.instruction), part_words)
