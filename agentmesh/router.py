@@ -419,6 +419,9 @@ class Router:
                         task, step, match, kind="reassigned", detail=f"plan invalid, asking again: {exc}"
                     )
                     return
+            except Exception as exc:  # a bug in the planning code, not the planner's: one step
+                log.exception("completing the plan of task %s failed", task.task_id)
+                reason = attempt.reason = f"the router could not use the plan: {type(exc).__name__}: {exc}"
         if plan is None:
             step.status = "failed"
             self._use_plan(
@@ -591,14 +594,17 @@ class Router:
         """
         tries = len(self._waiting) if slots is None else min(len(self._waiting), _DRAIN_TRIES)
         kept: list[_Waiting] = []
-        while tries > 0 and self._waiting:
-            tries -= 1
-            waiting = self._waiting.popleft()
-            if not self._try_assign(waiting, recheck=slots is None):
-                kept.append(waiting)
-            elif slots is not None:
-                break
-        self._waiting.extendleft(reversed(kept))
+        try:
+            while tries > 0 and self._waiting:
+                tries -= 1
+                waiting = self._waiting.popleft()
+                kept.append(waiting)  # until it is assigned: an error below must not lose it
+                if self._try_assign(waiting, recheck=slots is None):
+                    kept.pop()
+                    if slots is not None:
+                        break
+        finally:
+            self._waiting.extendleft(reversed(kept))
 
     def _assign(self, task: Task, step: Step, match: Match, *, kind: EventKind, detail: str = "") -> None:
         entry = self.registry.get(match.agent_id)

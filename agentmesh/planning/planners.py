@@ -276,7 +276,6 @@ def task_parts(text: str) -> list[TaskPart]:
 
 
 def _iter_parts(text: str) -> Iterator[TaskPart]:
-    # One part at a time: complete_plan stops at the first part a plan may not leave out.
     masked, quotes = _mask_quotes(text)
     pending: TaskPart | None = None
     material: list[str] | None = None  # after "Summarize this:", the text to summarise
@@ -364,14 +363,14 @@ def _split_and(text: str) -> list[str]:
     return out
 
 
-def _from_one_part(instruction: str, part_words: list[set[str]]) -> bool:
-    """Whether a planner's step comes from one part of the task: all its numbers, and most of its
-    words, are in that part. SmolLM2 makes up steps from its prompt's examples ("Convert 10 kg to
-    square feet") and fuses parts ("Multiply 5 km by 2" from "multiply the result by 2" and
-    "convert 5 km to miles"; "What's 15% of Italy?")."""
+def _from_one_part(instruction: str, contexts: list[set[str]]) -> bool:
+    """Whether a planner's step comes from one part of the task (with the scene before it): all
+    its numbers, and most of its words, are in there. SmolLM2 makes up steps from its prompt's
+    examples ("Convert 10 kg to square feet") and fuses parts ("Multiply 5 km by 2" from "multiply
+    the result by 2" and "convert 5 km to miles"; "What's 15% of Italy?")."""
     words = _words(instruction)
     numbers = {w for w in words if w.isdigit()}
-    return any(numbers <= part and _covered(words, part, {w[:5] for w in part}) for part in part_words)
+    return any(numbers <= part and _covered(words, part, {w[:5] for w in part}) for part in contexts)
 
 
 def _stands_alone(part: TaskPart, wanted: set[str]) -> bool:
@@ -394,7 +393,7 @@ class Completion:
 
     plan: Plan
     added: list[str]  # a step for a part the plan left out
-    dropped: list[str]  # steps with a number the task does not have (made up, or copied from the examples)
+    dropped: list[str]  # steps from no one part of the task (made up, copied from the examples, fused)
     wired: list[str]  # steps that refer to an earlier answer, now depending on the step before
 
     def describe(self) -> str:
@@ -433,9 +432,20 @@ def complete_plan(plan: Plan | None, text: str, max_steps: int = 32) -> Completi
         )
     planned_steps = plan.steps if plan is not None else []
     parts = task_parts(text)
-    part_words = [_words(f"{p.text} {p.material}") for p in parts]
+    # A question goes with the scene just before it ("I weigh 165 lbs. What is that in kg?" ->
+    # "Convert 165 lbs to kg").
+    contexts: list[set[str]] = []
+    scene: set[str] = set()
+    for part in parts:
+        words = _words(f"{part.text} {part.material}")
+        contexts.append(scene | words if part.asks else words)
+        scene = set() if part.asks else scene | words
+    # A step others depend on stays: dropping it would cut their chain.
+    depended_on = {d for s in planned_steps for d in s.depends_on}
     dropped = [
-        s.id for s in planned_steps if not _from_one_part(_ENUMERATOR.sub("", s.instruction), part_words)
+        s.id
+        for s in planned_steps
+        if s.id not in depended_on and not _from_one_part(_ENUMERATOR.sub("", s.instruction), contexts)
     ]
     deps = {s.id: list(s.depends_on) for s in planned_steps}
     steps: list[PlanStep] = []

@@ -112,6 +112,7 @@ def test_extract_expression() -> None:
         ),
         ("My room is 20 square meters. Convert that to square feet.", "20 m2 = 215.2782083 ft2"),
         ("It is 30 C outside. Convert it to F.", "30 °C = 86 °F"),
+        ("It weighs 12 kg and costs 30 dollars; convert it to lb", "12 kg = 26.45547146 lb"),
     ],
 )
 def test_convert_units(text: str, expected: str) -> None:
@@ -124,7 +125,10 @@ def test_convert_units(text: str, expected: str) -> None:
         "5 km to kg",
         "10 parsecs to m",
         "what is love",
-        "It weighs 12 kg and costs 30 dollars; convert it to lb",
+        # Which quantity is "that"?
+        "He is 5 ft 10 in tall. Convert that to cm.",
+        "3 kg of apples and 2 kg of pears. Convert that to pounds.",
+        "I drive 42 km to work. What's the round trip? Convert that to miles.",
     ],
 )
 def test_convert_units_declines(text: str) -> None:

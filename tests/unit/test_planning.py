@@ -413,6 +413,34 @@ def test_complete_plan_keeps_a_plan_that_covers_the_task(text: str, plan: list[s
 
 
 @pytest.mark.parametrize(
+    ("text", "plan"),
+    [
+        # A step that joins a question with the scene before it is the question's.
+        (
+            "A train travels 120 km. It takes 2 hours. What is its average speed? Also, what is 2+2?",
+            ["Calculate the average speed of a train traveling 120 km in 2 hours", "What is 2+2?"],
+        ),
+        # A step another depends on stays, however it is worded.
+        (
+            "What's 15% of 80? Then multiply the result by 2.",
+            ["Calculate 15 percent of 80 now", "Multiply it by 2"],
+        ),
+    ],
+)
+def test_complete_plan_keeps_steps_from_a_question_and_its_scene(text: str, plan: list[str]) -> None:
+    original = validate_plan(
+        {
+            "steps": [
+                {"id": f"s{n}", "instruction": t, "depends_on": [f"s{n - 1}"] if "it" in t.split() else []}
+                for n, t in enumerate(plan, start=1)
+            ]
+        }
+    )
+    done = complete_plan(original, text)
+    assert done.dropped == [] and [s.instruction for s in done.plan.steps] == plan
+
+
+@pytest.mark.parametrize(
     ("text", "plan", "kept"),
     [
         # SmolLM2's plans in the demo: the second step fuses the two parts.

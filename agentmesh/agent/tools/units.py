@@ -6,6 +6,7 @@ kept as Fractions, so conversions are exact until the final rounding for display
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -128,8 +129,9 @@ def convert(value: Fraction, source: Unit, target: Unit) -> Fraction:
     return (base - target.offset) / target.factor
 
 
+_VALUE = r"[-+]?\d+(?:[.,]\d+)?(?:e[-+]?\d+)?"
 _QUERY = re.compile(
-    r"(?<![\d.,])(?P<value>[-+]?\d+(?:[.,]\d+)?(?:e[-+]?\d+)?)\s*(?P<src>[^\d]+?)"
+    rf"(?<![\d.,])(?P<value>{_VALUE})\s*(?P<src>[^\d]+?)"
     r"\s+(?:to|in|into|as)\s+(?P<dst>[a-z°\"'/ ^0-9]+?)\s*[?.!]*\s*$",
     re.IGNORECASE,
 )
@@ -140,7 +142,7 @@ _REFERRED = re.compile(
     r"(?P<dst>[a-z°\"'/ ^0-9]+?)\s*[?.!]*\s*$",
     re.IGNORECASE,
 )
-_QUANTITY = re.compile(r"(?<![\d.,])(?P<value>[-+]?\d+(?:[.,]\d+)?)\s*(?P<unit>[^\s\d]+(?:\s+[a-z]+)?)", re.I)
+_QUANTITY = re.compile(rf"(?<![\d.,])(?P<value>{_VALUE})\s*(?P<unit>[^\s\d]+(?:\s+[a-z]+)?)", re.I)
 
 
 def parse_query(text: str) -> tuple[Fraction, Unit, Unit]:
@@ -155,10 +157,14 @@ def parse_query(text: str) -> tuple[Fraction, Unit, Unit]:
         flags=re.I,
     )
     referred = _REFERRED.search(cleaned)
-    quantities = list(_QUANTITY.finditer(cleaned, 0, referred.start())) if referred else []
-    if referred and quantities:  # "... which is about 5,570 km. Convert that to miles."
-        value, unit = quantities[-1].group("value", "unit")
-        return _number(value), _unit_at(unit), find_unit(referred["dst"])
+    if referred:  # "... which is about 5,570 km. Convert that to miles."
+        before = cleaned[: referred.start()]
+        quantities = [(m, unit) for m in _QUANTITY.finditer(before) if (unit := _unit_at(m["unit"]))]
+        # "5 ft 10 in", "3 kg of apples and 2 kg of pears", or a question in between: which one?
+        if len(quantities) != 1 or "?" in before[quantities[0][0].end() :]:
+            raise UnitError("expected one quantity before 'convert that'")
+        quantity, unit = quantities[0]
+        return _number(quantity["value"]), unit, find_unit(referred["dst"])
     # "how many miles is 5 km" -> "5 km to miles"
     inverted = re.match(r"^(?P<dst>[a-z°/ ]+?)\s+(?:is|are|in)\s+(?P<rest>[-+]?\d.*?)[?.!]*$", cleaned, re.I)
     if inverted and not re.match(r"^[-+]?\d", cleaned):
@@ -173,13 +179,14 @@ def _number(text: str) -> Fraction:
     return Fraction(Decimal(text.replace(",", ".")))  # "1,5": a decimal comma
 
 
-def _unit_at(words: str) -> Unit:
-    """The unit a quantity's next one or two words name ("5 km." -> km, "5 square feet" -> ft²)."""
+def _unit_at(words: str) -> Unit | None:
+    """The unit a quantity's next one or two words name ("5 km." -> km, "5 square feet" -> ft²),
+    or None ("2 friends")."""
     first, *rest = words.split()
-    for name in (f"{first} {rest[0]}" if rest else None, first.rstrip(".,;:!?")):
-        if name and name.lower() in ALIASES:
-            return ALIASES[name.lower()]
-    return find_unit(first.rstrip(".,;:!?"))
+    for name in ([f"{first} {rest[0]}"] if rest else []) + [first.rstrip(".,;:!?")]:
+        with contextlib.suppress(UnitError):
+            return find_unit(name)
+    return None
 
 
 def format_quantity(value: Fraction, unit: Unit, *, digits: int = 10) -> str:
