@@ -453,7 +453,13 @@ class Router:
         # Embedding a new query takes milliseconds of CPU: do it in a thread so the loop keeps
         # serving; matching afterwards hits the matcher's cache of prepared queries.
         queries = [ps.query for ps in plan.steps]
-        await asyncio.to_thread(self.matcher.prepare_queries, queries)
+        try:
+            await asyncio.to_thread(self.matcher.prepare_queries, queries)
+        except Exception as exc:
+            # The task would otherwise stay "planning" here, and after every restart.
+            log.exception("embedding the steps of task %s failed", task.task_id)
+            self._finish(task, "failed", f"the router could not embed its steps: {type(exc).__name__}: {exc}")
+            return
         for q in queries:
             self._embedded[q] = None
         while len(self._embedded) > 4096:

@@ -326,6 +326,26 @@ async def test_a_task_the_router_cannot_plan_fails_with_the_reason(
     assert result.status == "done", result.error
 
 
+async def test_a_task_whose_steps_cannot_be_embedded_fails_with_the_reason(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mesh.agent("echo-1")
+    router, client = await mesh.start("echo-1")
+    embed = router.matcher.prepare_queries
+
+    def broken(queries: list[str]) -> Any:
+        if any("boom" in q for q in queries):
+            raise MemoryError("no room for the embedding")
+        return embed(queries)
+
+    monkeypatch.setattr(router.matcher, "prepare_queries", broken)
+    result = await client.run("boom", timeout=60)
+    assert result.status == "failed"
+    assert result.error == "the router could not embed its steps: MemoryError: no room for the embedding"
+    result = await client.run("repeat the word hello", timeout=60)
+    assert result.status == "done", result.error
+
+
 @pytest.fixture
 def router_yaml(tmp_path: Path, mosquitto: MosquittoBroker) -> Path:
     path = tmp_path / "router.yaml"
