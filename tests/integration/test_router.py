@@ -232,9 +232,7 @@ def canned_planner(mesh: Mesh, *steps: str) -> None:
 
 async def test_the_router_adds_what_the_llm_plan_left_out(mesh: Mesh) -> None:
     canned_planner(mesh, "Compute 6*7.")
-    mesh.agent(
-        "calc-1", tool="calculate", capability="arithmetic", description="Compute arithmetic: + - * /."
-    )
+    mesh.agent("calc-1", tool="calculate", capability="arithmetic", description=MATH)
     _, client = await mesh.start("planner-1", "calc-1")
     result, events = await run_collecting(
         client, "Compute 6*7. Then multiply the result by 2. Also compute 10-3.", planner="llm"
@@ -250,9 +248,7 @@ async def test_the_router_adds_what_the_llm_plan_left_out(mesh: Mesh) -> None:
 
 async def test_a_plan_of_copied_examples_is_made_of_the_tasks_requests(mesh: Mesh) -> None:
     canned_planner(mesh, "What is 2+3?", "Write a haiku about the result.")  # the prompt's examples
-    mesh.agent(
-        "calc-1", tool="calculate", capability="arithmetic", description="Compute arithmetic: + - * /."
-    )
+    mesh.agent("calc-1", tool="calculate", capability="arithmetic", description=MATH)
     _, client = await mesh.start("planner-1", "calc-1")
     result, events = await run_collecting(
         client, "Compute 6*7, then multiply the result by 2.", planner="llm"

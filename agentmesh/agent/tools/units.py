@@ -130,17 +130,12 @@ def convert(value: Fraction, source: Unit, target: Unit) -> Fraction:
 
 
 _VALUE = r"[-+]?\d+(?:[.,]\d+)?(?:e[-+]?\d+)?"
+_TARGET = r"(?P<dst>[a-z°\"'/ ^0-9]+?)\s*[?.!]*\s*$"  # the unit asked for, ending the request
 _QUERY = re.compile(
-    rf"(?<![\d.,])(?P<value>{_VALUE})\s*(?P<src>[^\d]+?)"
-    r"\s+(?:to|in|into|as)\s+(?P<dst>[a-z°\"'/ ^0-9]+?)\s*[?.!]*\s*$",
-    re.IGNORECASE,
+    rf"(?<![\d.,])(?P<value>{_VALUE})\s*(?P<src>[^\d]+?)\s+(?:to|in|into|as)\s+{_TARGET}", re.IGNORECASE
 )
-
-
 _REFERRED = re.compile(
-    r"\b(?:convert|change|turn|express)\s+(?:it|that|this)\s+(?:to|into|in)\s+"
-    r"(?P<dst>[a-z°\"'/ ^0-9]+?)\s*[?.!]*\s*$",
-    re.IGNORECASE,
+    rf"\b(?:convert|change|turn|express)\s+(?:it|that|this)\s+(?:to|into|in)\s+{_TARGET}", re.IGNORECASE
 )
 _QUANTITY = re.compile(rf"(?<![\d.,])(?P<value>{_VALUE})\s*(?P<unit>[^\s\d]+(?:\s+[a-z]+)?)", re.I)
 
