@@ -193,7 +193,7 @@ class Directory:
                 first = await sub.get()
             except TransportError:
                 return  # the subscription or the client was closed
-            batch = [first, *sub._drain()]
+            batch = [first, *sub.drain()]
             try:
                 await apply_messages(self.registry, self.topics, batch, self.stats)
             except asyncio.CancelledError:

@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict, deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
@@ -64,7 +64,7 @@ from agentmesh.protocol.messages import TaskStatus as FinalStatus
 from agentmesh.registry import Embedder, Glossary, Registry
 from agentmesh.router_config import RouterConfig
 from agentmesh.routing import Match, Matcher
-from agentmesh.transport import BrokerAddress, MqttClient, RawMessage, Will
+from agentmesh.transport import BrokerAddress, MqttClient, RawMessage, Subscription, Will
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,7 @@ class Router:
                 self.topics.router_presence(self.config.router_id),
                 encode(Presence(id=self.config.router_id, state="offline")),
             ),
-            # A persistent session keeps step results that arrive while the router restarts.
-            session_expiry_s=3600,
+            session_expiry_s=self.config.session_expiry_s,
         )
         self.ledger: Ledger | None = None
         self.directory: Directory | None = None
@@ -136,6 +135,8 @@ class Router:
         # Queries known to be in the embedder's cache: matching them needs no worker thread.
         self._embedded: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[Any]] = set()
+        self._submits: Subscription | None = None
+        self._results: Subscription | None = None
         self._stopped = asyncio.Event()
         self._last_housekeeping = 0.0
 
@@ -152,11 +153,11 @@ class Router:
         self.ledger = Ledger(self.config.ledger_path(), background_checkpoint=True, pending_file=True)
         # Subscribed before connecting: results queued in our persistent session while the
         # router was down are delivered right after CONNACK and must have somewhere to land.
-        results = await self.client.subscribe(self.topics.router_results(self.config.router_id))
+        self._results = await self.client.subscribe(self.topics.router_results(self.config.router_id))
         submit_filter = self.topics.submit
         if await self.client.negotiate() and self.config.share_group:
             submit_filter = self.topics.shared_submit(self.config.share_group)
-        submits = await self.client.subscribe(submit_filter)
+        self._submits = await self.client.subscribe(submit_filter)
         # Load the embedding model and the intent bank now, not on the first card or task: seconds
         # of CPU that would otherwise delay the first routing decision.
         await asyncio.to_thread(self.matcher.prepare_query, "agentmesh router warm-up")
@@ -170,8 +171,8 @@ class Router:
         )
         self._resume()
         self._flush()
-        self._spawn(self._loop("submit", submits, self._on_submit))
-        self._spawn(self._loop("results", results, self._on_result))
+        self._spawn(self._loop("submit", self._submits, self._on_submit))
+        self._spawn(self._loop("results", self._results, self._on_result))
         self._spawn(self._ticker())
         log.info(
             "router %s on %s (MQTT %s, submit via %s)",
@@ -182,6 +183,10 @@ class Router:
         )
 
     async def stop(self) -> None:
+        """Stop without losing a message: every TaskRequest and StepResult the broker delivered is
+        in the ledger, and unfinished tasks go on when a router with this id starts again. When
+        another router of the share group is online, this one leaves the group first, so that the
+        broker gives it all new tasks instead of queuing a share of them in this session."""
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -192,9 +197,22 @@ class Router:
                 retain=True,
                 timeout=5,
             )
+            sub = self._submits
+            if sub is not None and sub.filter.startswith("$share/") and await self._other_routers_online():
+                await self.client.unsubscribe(sub, timeout=5)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        # The loops' unread messages were acknowledged to the broker already: handle them here.
+        # What the broker sends after this stays unread and so unacknowledged, and the session
+        # delivers it again after the next start.
+        self.client.pause_reading()
+        for name, sub, handler in (
+            ("submit", self._submits, self._on_submit),
+            ("results", self._results, self._on_result),
+        ):
+            for raw in sub.drain() if sub is not None else ():
+                self._handle(name, handler, raw)
         self._flush()
         if self.directory is not None:
             await self.directory.stop()
@@ -218,6 +236,9 @@ class Router:
     # ---- plumbing ----------------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        if self._stopped.is_set():
+            coro.close()  # stopping: the ledger holds the task, and the next start resumes it
+            return
         async def run_then_flush() -> None:
             try:
                 await coro
@@ -233,14 +254,30 @@ class Router:
         if not task.cancelled() and task.exception() is not None:
             log.error("router task crashed", exc_info=task.exception())
 
-    async def _loop(self, name: str, sub: Any, handler: Any) -> None:
+    async def _loop(self, name: str, sub: Subscription, handler: Callable[[RawMessage], None]) -> None:
         async for raw in sub:
-            try:
-                handler(raw)
-            except Exception:
-                # One bad message must never stop the loop (DESIGN.md section 4).
-                log.exception("%s loop: failed to handle a message on %s", name, raw.topic)
+            self._handle(name, handler, raw)
             self._flush()
+
+    def _handle(self, name: str, handler: Callable[[RawMessage], None], raw: RawMessage) -> None:
+        try:
+            handler(raw)
+        except Exception:
+            # One bad message must never stop the loop (DESIGN.md section 4).
+            log.exception("%s loop: failed to handle a message on %s", name, raw.topic)
+
+    async def _other_routers_online(self) -> bool:
+        try:
+            held = await self.client.retained([self.topics.all_router_presence], timeout=2)
+        except AgentMeshError:
+            return False  # keep the subscription: tasks wait in the session rather than go nowhere
+        for raw in held:
+            with contextlib.suppress(AgentMeshError):
+                presence = decode(Presence, raw.payload, topic=raw.topic)
+                assert isinstance(presence, Presence)
+                if presence.id != self.config.router_id and presence.state == "online":
+                    return True
+        return False
 
     # Write-ahead, batched: a handler marks tasks dirty and queues its messages; _flush() writes
     # every dirty task at once and only then sends the messages. So nothing goes out that the

@@ -25,6 +25,13 @@ class RouterConfig(BaseModel):
         description="shared-subscription group for the submit topic on MQTT 5 brokers, so N routers split "
         "the load; null subscribes plainly (every router sees every task)",
     )
+    session_expiry_s: int = Field(
+        3600,
+        ge=0,
+        description="how long the broker keeps this router's MQTT session (MQTT 5) while it is down: "
+        "step results, and its share of new tasks when no other router of its group is online, wait "
+        "there for its restart; 0 keeps nothing",
+    )
     ledger: str | None = Field(
         None,
         description="SQLite file; default ~/.local/state/agentmesh/<router_id>.sqlite; ':memory:' for none",

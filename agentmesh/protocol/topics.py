@@ -92,6 +92,10 @@ class Topics:
         return f"{self.ns}/agents/+/presence"
 
     @property
+    def all_router_presence(self) -> str:
+        return f"{self.ns}/routers/+/presence"
+
+    @property
     def all_events(self) -> str:
         return f"{self.ns}/tasks/+/events"
 

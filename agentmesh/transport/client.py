@@ -142,8 +142,8 @@ class Subscription:
             self._closed = True
             self._queue.put_nowait(None)
 
-    def _drain(self) -> list[RawMessage]:
-        """Every message already queued, without waiting."""
+    def drain(self) -> list[RawMessage]:
+        """Every message already received and not yet read, without waiting."""
         out: list[RawMessage] = []
         while not self._queue.empty():
             item = self._queue.get_nowait()
@@ -516,6 +516,8 @@ class MqttClient:
         self._pubacks: dict[int, asyncio.Future[None]] = {}
         # SUBACK futures resolve True when acknowledged, False when the connection dropped first.
         self._subacks: dict[int, asyncio.Future[bool]] = {}
+        self._unsubacks: dict[int, asyncio.Future[None]] = {}
+        self._reading_paused = False
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._disconnected.set()  # down until the first CONNACK
@@ -713,7 +715,7 @@ class MqttClient:
         self._disconnected.set()
         self._paho = None
         closed = TransportError("client closed", broker=str(self.broker))
-        for pending in (self._pubacks, self._subacks):
+        for pending in (self._pubacks, self._subacks, self._unsubacks):
             for fut in pending.values():
                 if not fut.done():
                     fut.set_exception(closed)
@@ -883,12 +885,36 @@ class MqttClient:
             self._subs.remove(sub)
         sub._end()
 
-    async def unsubscribe(self, sub: Subscription) -> None:
-        """Stop delivery to ``sub`` at once (its iteration ends after what it already holds)."""
+    async def unsubscribe(self, sub: Subscription, *, timeout: float | None = None) -> None:
+        """Stop delivery to ``sub`` (its iteration ends after what it already holds): at once, or
+        with ``timeout`` once the broker acknowledged the UNSUBSCRIBE (at most ``timeout`` s), so
+        that nothing the broker sent before it stopped is dropped here."""
+        alone = not any(s.filter == sub.filter for s in self._subs if s is not sub)
+        if timeout is not None and alone and self._paho is not None and self.connected:
+            assert self._loop is not None
+            rc, mid = self._paho.unsubscribe(sub.filter)
+            if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
+                fut: asyncio.Future[None] = self._loop.create_future()
+                self._unsubacks[mid] = fut
+                self._flush()
+                with contextlib.suppress(TimeoutError, TransportError):
+                    await asyncio.wait_for(fut, timeout)
+                self._unsubacks.pop(mid, None)
+                self._forget(sub)
+                self._markers.discard(sub.filter)
+                return
         self._forget(sub)
         self._markers.discard(sub.filter)
-        if self._paho is not None and not any(s.filter == sub.filter for s in self._subs):
+        if self._paho is not None and alone:
             self._paho.unsubscribe(sub.filter)
+
+    def pause_reading(self) -> None:
+        """Read nothing more from the broker. What is not read stays unacknowledged, so a
+        persistent session delivers it again after the next connect: a clean stop that loses
+        nothing pauses, handles what its subscriptions hold (``Subscription.drain``), then closes."""
+        self._reading_paused = True
+        if self._fd is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._fd)
 
     @contextlib.asynccontextmanager
     async def subscription(self, topic_filter: str, *, qos: int = 1) -> AsyncIterator[Subscription]:
@@ -932,7 +958,7 @@ class MqttClient:
             # Messages are handed to the loop in arrival order, so all earlier ones are queued now.
             latest: dict[str, RawMessage] = {}
             for sub in subs:
-                for msg in sub._drain():
+                for msg in sub.drain():
                     if not msg.retain:
                         continue
                     if msg.payload:
@@ -958,7 +984,8 @@ class MqttClient:
         self._detach()
         self._io_client, self._fd, self._writing = client, sock.fileno(), False
         self._socket_closed.clear()
-        loop.add_reader(self._fd, self._on_readable)
+        if not self._reading_paused:
+            loop.add_reader(self._fd, self._on_readable)
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         if client is self._io_client:
@@ -1176,8 +1203,8 @@ class MqttClient:
         else:
             fut.set_exception(TransportError(error, broker=str(self.broker)))
 
-    def _on_unsubscribe(self, *args: Any) -> None:
-        return None
+    def _on_unsubscribe(self, client: paho.Client, userdata: Any, mid: int, *args: Any) -> None:
+        self._acked(self._unsubacks, mid, None)
 
     def _require(self) -> paho.Client:
         if self._paho is None:

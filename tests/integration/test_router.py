@@ -423,3 +423,34 @@ async def test_a_router_killed_mid_task_and_restarted_finishes_it(
         result = await handle.result(timeout=90)
     assert result.status == "done", f"{result.error}\n{log.read_text()[-3000:]}"
     assert result.output.startswith("repeat the word survive")
+
+
+async def test_a_router_that_stops_leaves_the_share_group_to_the_routers_still_online(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    mesh.agent("echo-1", concurrency=4)
+    staying, client = await mesh.start("echo-1", router_id="router-b")
+    leaving = Router(
+        router_config(tmp_path, router_id="router-a", ledger=str(tmp_path / "a.sqlite")),
+        broker=mesh.broker.address,
+        embedder=mesh.embedder,
+    )
+    await leaving.start()
+    await wait_registered(leaving, "echo-1")
+    await leaving.stop()
+    # Before, the broker kept a share of the group's tasks for router-a's persistent session,
+    # where they waited until it came back.
+    results = await asyncio.gather(*(client.run(f"repeat {i}", timeout=30) for i in range(6)))
+    assert [r.status for r in results] == ["done"] * 6
+    assert staying.active_tasks == 0
+
+
+async def test_a_lone_router_gets_the_tasks_sent_while_it_was_stopped(mesh: Mesh) -> None:
+    mesh.agent("echo-1")
+    router, client = await mesh.start("echo-1")
+    await router.stop()
+    handles = [await client.submit(f"repeat {i}") for i in range(3)]
+    mesh.router = Router(router.config, broker=mesh.broker.address, embedder=mesh.embedder)
+    await mesh.router.start()
+    results = [await h.result(timeout=60) for h in handles]
+    assert [r.status for r in results] == ["done"] * 3

@@ -629,6 +629,51 @@ async def test_persistent_session_gets_what_was_sent_while_away(
     assert [m.payload for m in await collect(sub, 3)] == [b"job 0", b"job 1", b"job 2"]
 
 
+async def test_what_is_not_read_after_pause_reading_comes_again_in_the_next_session(
+    mosquitto: MosquittoBroker, make: MakeClient
+) -> None:
+    inbox = T.inbox("pausing")
+    first = await make(mosquitto.address, client_id="pausing", session_expiry_s=300)
+    sub = await first.subscribe(inbox)
+    sender = await make(mosquitto.address)
+    await sender.publish(inbox, b"read")
+    assert (await sub.get(GUARD)).payload == b"read"
+    first.pause_reading()
+    for i in range(3):
+        await sender.publish(inbox, f"unread {i}".encode())
+    await asyncio.sleep(0.2)  # time for the broker to send them; they must stay unread
+    assert sub.drain() == []
+    await first.close()
+
+    again = await make(mosquitto.address, connect=False, client_id="pausing", session_expiry_s=300)
+    sub = await again.subscribe(inbox)
+    await again.connect()
+    assert [m.payload for m in await collect(sub, 3)] == [b"unread 0", b"unread 1", b"unread 2"]
+
+
+async def test_unsubscribe_with_a_timeout_keeps_what_came_before_the_unsuback(
+    mosquitto: MosquittoBroker, make: MakeClient
+) -> None:
+    leaving = await make(mosquitto.address)
+    staying = await make(mosquitto.address)
+    subs = [await c.subscribe(T.shared_submit("group")) for c in (leaving, staying)]
+    sender = await make(mosquitto.address)
+    n = 200
+    for i in range(n):
+        sender.publish_nowait(T.submit, str(i).encode())
+    await leaving.unsubscribe(subs[0], timeout=GUARD)  # while the stream is still arriving
+    await sender.publish(T.submit, b"last")
+    held = [int(m.payload) for m in subs[0].drain()]
+    assert subs[0].closed
+    rest: list[int] = []
+    while True:
+        payload = (await subs[1].get(GUARD)).payload
+        if payload == b"last":
+            break
+        rest.append(int(payload))
+    assert sorted(held + rest) == list(range(n))  # nothing the broker sent the leaver was dropped
+
+
 async def test_without_a_persistent_session_messages_sent_while_away_are_gone(
     mosquitto: MosquittoBroker, make: MakeClient
 ) -> None:
