@@ -420,6 +420,11 @@ def run_submit(args: argparse.Namespace) -> int:
         raise UsageError("TEXT is empty (give a task, or --plan FILE)")
     constraints = _constraints(args)
 
+    if args.planner == "explicit" and plan is None:
+        raise UsageError("--planner explicit needs --plan FILE")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be above 0 seconds, not {args.timeout:g}")
+
     async def submit() -> int:
         async with MeshClient(broker_of(args), namespace=args.namespace) as mesh:
             handle = await mesh.submit(
@@ -503,7 +508,8 @@ def run_trace(args: argparse.Namespace) -> int:
         if args.json:
             print_json(task.model_dump(mode="json", exclude_none=True))
         else:
-            header = f"{result_header(task.result())}  (ledger {path})"
+            running = None if task.finished else task.status
+            header = f"{result_header(task.result(), running)}  (ledger {path})"
             print("\n".join(trace_lines(header, views_from_task(task))))
         return 1 if task.status in ("failed", "rejected") else 0
 

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from agentmesh.errors import ProtocolError, TaskError, TaskTimeout, TransportError
 from agentmesh.protocol import (
     DEFAULT_NAMESPACE,
@@ -26,6 +28,7 @@ from agentmesh.protocol import (
     Topics,
     decode,
 )
+from agentmesh.protocol.codec import protocol_error
 from agentmesh.protocol.messages import PlannerKind
 from agentmesh.transport import BrokerAddress, MqttClient, RawMessage, Subscription
 
@@ -45,9 +48,10 @@ class TaskHandle:
         """Every event of the task until it is done, failed or rejected."""
         if self._events is None:
             raise TaskError("submit(..., events=True) to stream events", task_id=self.task_id)
+        get: asyncio.Future[Any] | None = None
         try:
             while True:
-                get: asyncio.Future[Any] = asyncio.ensure_future(self._events.get())
+                get = asyncio.ensure_future(self._events.get())
                 waiters: set[asyncio.Future[Any]] = {get, self._result}
                 done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 if get not in done:
@@ -65,6 +69,8 @@ class TaskHandle:
                 if event.kind in _FINAL:
                     return
         finally:
+            if get is not None:
+                get.cancel()  # a reader cancelled while waiting: nobody would see its error
             await self._events.close()
 
     def _parse_event(self, raw: RawMessage) -> TaskEvent | None:
@@ -154,21 +160,24 @@ class MeshClient:
     ) -> TaskHandle:
         """Publish a TaskRequest. Extra keywords (min_tier, max_tier, max_cost_usd, deadline_s, ...)
         build the constraints when ``constraints`` is not given."""
-        if constraints is None:
-            constraints = (
-                Constraints.model_validate(constraint_fields) if constraint_fields else Constraints()
+        try:
+            if constraints is None:
+                constraints = (
+                    Constraints.model_validate(constraint_fields) if constraint_fields else Constraints()
+                )
+            if isinstance(plan, dict):
+                plan = Plan.model_validate(plan)
+            request = TaskRequest(
+                task_id=task_id or uuid.uuid4().hex,
+                client_id=self.client_id,
+                text=text,
+                plan=plan,
+                planner="explicit" if plan is not None and planner == "auto" else planner,
+                constraints=constraints,
+                reply_to=self.reply_topic,
             )
-        if isinstance(plan, dict):
-            plan = Plan.model_validate(plan)
-        request = TaskRequest(
-            task_id=task_id or uuid.uuid4().hex,
-            client_id=self.client_id,
-            text=text,
-            plan=plan,
-            planner="explicit" if plan is not None and planner == "auto" else planner,
-            constraints=constraints,
-            reply_to=self.reply_topic,
-        )
+        except ValidationError as exc:
+            raise protocol_error(exc) from None  # e.g. planner "explicit" without a plan
         sub = await self.mqtt.subscribe(self.topics.events(request.task_id)) if events else None
         handle = TaskHandle(self, request.task_id, sub)
         try:

@@ -89,11 +89,14 @@ def trace_lines(header: str, views: list[StepView]) -> list[str]:
     return lines
 
 
-def result_header(result: TaskResult) -> str:
+def result_header(result: TaskResult, status: str | None = None) -> str:
+    """The summary line; ``status`` for a task still running (its result's status is final)."""
     u = result.usage
     steps = len([s for s in result.steps if s.id != PLANNER_STEP_ID])
+    secs = result.elapsed_ms / 1000
+    when = f"{status} for {secs:.2f}s so far" if status else f"{result.status} in {secs:.2f}s"
     return (
-        f"task {result.task_id} {result.status} in {result.elapsed_ms / 1000:.2f}s: {steps} step(s), "
+        f"task {result.task_id} {when}: {steps} step(s), "
         f"{result.escalations} escalation(s), {result.cloud_steps} cloud step(s), "
         f"{u.prompt_tokens + u.completion_tokens} tokens, ${u.cost_usd:.4f}"
     )

@@ -353,7 +353,7 @@ class Router:
         assert isinstance(request, TaskRequest)
         assert self.ledger is not None
         if request.task_id in self._tasks or self.ledger.exists(request.task_id):
-            log.debug("duplicate TaskRequest %s ignored", request.task_id)
+            self._on_duplicate(request)
             return
         task = Task(request=request)
         self._tasks[task.task_id] = task
@@ -369,6 +369,31 @@ class Router:
         except Exception as exc:
             log.exception("planning task %s failed", task.task_id)
             self._finish(task, "failed", f"the router could not plan it: {type(exc).__name__}: {exc}")
+
+    def _on_duplicate(self, request: TaskRequest) -> None:
+        """A task id seen before: the same request again (a redelivery, a client's retry) is
+        ignored; a different one is rejected, leaving the first task and its retained result as
+        they are. Its sender hears of it through ``reply_to``, and through the task's events when
+        the first task is over (while it runs, a ``rejected`` event would end its watchers)."""
+        assert self.ledger is not None
+        first = self._tasks.get(request.task_id) or self.ledger.get(request.task_id)
+        if first is None or _same_request(first.request, request):
+            log.debug("duplicate TaskRequest %s ignored", request.task_id)
+            return
+        reason = (
+            f"task_id {request.task_id} is already taken by another task (client {first.request.client_id}, "
+            f"{first.status}); give every task a new id"
+        )
+        log.warning("rejected a TaskRequest: %s", reason)
+        if first.finished:
+            self._publish(
+                self.topics.events(request.task_id),
+                TaskEvent(task_id=request.task_id, kind="rejected", detail=reason),
+            )
+        if request.reply_to and request.reply_to != first.request.reply_to:
+            self._publish(
+                request.reply_to, TaskResult(task_id=request.task_id, status="rejected", error=reason)
+            )
 
     def _reject_malformed(self, payload: bytes, error: ProtocolError) -> None:
         """Answer a broken TaskRequest where we can tell who sent it; otherwise only log it."""
@@ -903,3 +928,8 @@ class Router:
             log.info("resumed %d unfinished task(s) from the ledger", resumed)
         for task in self.ledger.finished_since(now - _REPUBLISH_WINDOW_S):
             self._publish_result(task)
+
+
+def _same_request(a: TaskRequest, b: TaskRequest) -> bool:
+    """The same task sent again (its ``sent_at`` may differ)."""
+    return a.model_dump(exclude={"sent_at"}) == b.model_dump(exclude={"sent_at"})

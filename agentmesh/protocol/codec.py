@@ -159,15 +159,21 @@ def validate(model: type[Message], data: Any, *, topic: str | None = None, raw: 
         # JSON mode: ISO strings become datetimes, everything else stays strict.
         return model.model_validate_json(raw if raw is not None else json.dumps(data))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = [str(p) for p in err["loc"]]
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, RuleError):
-            loc.append(cause.field)
-        raise ProtocolError(err["msg"], topic=topic, field=".".join(loc) or None) from None
+        raise protocol_error(exc, topic=topic) from None
     except (RecursionError, ValueError, TypeError) as exc:
         # pydantic may surface a few input problems (e.g. unencodable strings) as plain errors.
         raise ProtocolError(f"payload is not valid: {type(exc).__name__}", topic=topic) from None
+
+
+def protocol_error(exc: ValidationError, *, topic: str | None = None) -> ProtocolError:
+    """pydantic's first complaint about a message as our error, naming the field."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, RuleError):
+        loc.append(cause.field)
+    reason = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own error
+    return ProtocolError(reason, topic=topic, field=".".join(loc) or None)
 
 
 def _json_kind(value: object) -> str:

@@ -302,6 +302,32 @@ async def test_a_malformed_task_is_rejected_and_the_router_keeps_serving(mesh: M
     assert result.status == "done", result.error
 
 
+async def test_a_task_id_reused_for_another_task_is_rejected_and_the_first_kept(mesh: Mesh) -> None:
+    mesh.agent("echo-1")
+    _, client = await mesh.start("echo-1")
+    topics = Topics()
+    first = await client.run("repeat the word first", task_id="reused-1", timeout=60)
+    assert first.status == "done", first.error
+    async with MqttClient(mesh.broker.address, client_id="raw-client") as raw:
+        events = await raw.subscribe(topics.events("reused-1"))
+        replies = await raw.subscribe("replies/raw-client")
+        second = {
+            "type": "agentmesh.task/1",
+            "task_id": "reused-1",
+            "client_id": "raw-client",
+            "text": "repeat the word second",
+            "reply_to": "replies/raw-client",
+        }
+        await raw.publish(topics.submit, json.dumps(second).encode())
+        ev = decode(TaskEvent, (await events.get(timeout=30)).payload)
+        reply = decode(TaskResult, (await replies.get(timeout=30)).payload)
+    assert isinstance(ev, TaskEvent) and ev.kind == "rejected"
+    assert "task_id reused-1 is already taken by another task" in ev.detail
+    assert isinstance(reply, TaskResult) and reply.status == "rejected" and reply.error == ev.detail
+    kept = await client.fetch_result("reused-1")
+    assert kept is not None and kept.output.startswith("repeat the word first")
+
+
 async def test_a_task_the_router_cannot_plan_fails_with_the_reason(
     mesh: Mesh, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -77,3 +77,12 @@ def test_event_line() -> None:
     assert event_line(multi, 0).endswith("done         5 km = 3.1 mi 144")
     long = TaskEvent(task_id="t", kind="done", detail="x" * 500)
     assert event_line(long, 0).endswith("...") and len(event_line(long, 0)) < 200
+
+
+def test_the_header_of_a_running_task_says_how_far_it_is_not_failed() -> None:
+    task = diamond()
+    task.status = "running"
+    header = result_header(task.result(), task.status)
+    assert header.startswith("task t1 running for ")
+    assert "so far: 4 step(s)" in header
+    assert "failed" not in header
