@@ -191,6 +191,8 @@ def test_bad_input_is_one_line_and_exit_2() -> None:
         ["match", "x", "-k", "101"],
         ["match", "-"],
         ["match", "x", "--config", "/nonexistent/router.yaml"],
+        ["submit", "What is 2+2?", "--planner", "explicit", "--wait"],
+        ["submit", "hi", "--timeout", "-5", "--wait"],
     ):
         proc = cli(*args, stdin="")
         assert proc.returncode == 2, (args, proc.stderr)
