@@ -43,6 +43,7 @@ from agentmesh.planning import (
     single_step_plan,
 )
 from agentmesh.protocol import (
+    MAX_PAYLOAD_BYTES,
     PLAN_TAG,
     TIERS,
     Constraints,
@@ -54,6 +55,7 @@ from agentmesh.protocol import (
     TaskResult,
     Tier,
     Topics,
+    check_reply_topic,
     decode,
     encode,
     encode_assignment,
@@ -257,7 +259,10 @@ class Router:
     async def _loop(self, name: str, sub: Subscription, handler: Callable[[RawMessage], None]) -> None:
         async for raw in sub:
             self._handle(name, handler, raw)
-            self._flush()
+            try:
+                self._flush()
+            except Exception:  # the loop lives; what is not flushed goes at the next flush
+                log.exception("%s loop: flush failed", name)
 
     def _handle(self, name: str, handler: Callable[[RawMessage], None], raw: RawMessage) -> None:
         try:
@@ -318,8 +323,8 @@ class Router:
         for topic, message, retain, _ in outbox:
             try:
                 self.client.publish_nowait(topic, message() if callable(message) else message, retain=retain)
-            except (AgentMeshError, ValueError) as exc:  # ValueError: an event text pydantic cannot encode
-                log.warning("publish to %s failed: %s", topic, exc)
+            except Exception as exc:  # one message that cannot go out must not hold back the others
+                log.warning("publish to %s failed: %s", topic[:200], exc)
 
     def _event(
         self,
@@ -408,13 +413,17 @@ class Router:
             events, result_topic = self.topics.events(task_id), self.topics.result(task_id)
         except ProtocolError:
             return
+        assert self.ledger is not None
+        if task_id in self._tasks or self.ledger.exists(task_id):
+            return  # another task's topics: its events and retained result are not this one's
         reason = f"invalid TaskRequest: {error.reason}" + (f" (field {error.field})" if error.field else "")
         self._publish(events, TaskEvent(task_id=task_id, kind="rejected", detail=reason))
         result = TaskResult(task_id=task_id, status="rejected", error=reason)
         self._publish(result_topic, result, retain=True)
         reply_to = data.get("reply_to")
-        if isinstance(reply_to, str) and reply_to and not reply_to.startswith("$") and "#" not in reply_to:
-            self._publish(reply_to, result)
+        if isinstance(reply_to, str):
+            with contextlib.suppress(ValueError):
+                self._publish(check_reply_topic(reply_to), result)
 
     # ---- planning ----------------------------------------------------------------------------
 
@@ -688,20 +697,34 @@ class Router:
             family=entry.family if entry else None,
             deadline_at=time.time() + timeout,
         )
+        assignment = self._assignment(task, step, attempt, timeout)
+        if len(assignment) > MAX_PAYLOAD_BYTES:
+            # No agent could be sent it: fail now rather than wait for a timeout and blame one.
+            self._keep_best_or_fail(
+                task,
+                step,
+                f"its assignment (the instruction, the earlier steps' outputs and the previous attempt) "
+                f"is {len(assignment)} bytes, over the {MAX_PAYLOAD_BYTES}-byte MQTT payload limit",
+            )
+            return
         step.attempts.append(attempt)
         step.status = "dispatched"
         if kind == "escalated":
             task.escalations += 1
         self._save(task)
         self.registry.add_inflight(match.agent_id, 1)
-        self._send_assignment(task, step, attempt, timeout)
+        self._publish(self.topics.inbox(attempt.agent_id), assignment, assignment=True)
         self._event(
             task, kind, step, attempt, detail or f"capability {match.capability} (score {match.score:.2f})"
         )
 
     def _send_assignment(self, task: Task, step: Step, attempt: Attempt, timeout: float) -> None:
+        assignment = self._assignment(task, step, attempt, timeout)
+        self._publish(self.topics.inbox(attempt.agent_id), assignment, assignment=True)
+
+    def _assignment(self, task: Task, step: Step, attempt: Attempt, timeout: float) -> bytes:
         planner = step.id == PLANNER_STEP_ID
-        assignment = encode_assignment(
+        return encode_assignment(
             task_id=task.task_id,
             step_id=step.id,
             attempt=attempt.attempt,
@@ -714,7 +737,6 @@ class Router:
             max_tokens=self.config.max_tokens,
             response_format=plan_schema() if planner else None,
         )
-        self._publish(self.topics.inbox(attempt.agent_id), assignment, assignment=True)
 
     # ---- results -----------------------------------------------------------------------------
 
@@ -873,7 +895,9 @@ class Router:
                         "timeout",
                         f"no answer within {attempt.deadline_at - attempt.dispatched_at:.1f}s",
                     )
-                elif entry is None or entry.state == "offline":
+                elif entry is None or (
+                    entry.state == "offline" and now - entry.state_since >= self.config.offline_grace_s
+                ):
                     self._lost(task, step, attempt, "offline", f"agent {attempt.agent_id} went offline")
         self._drain_waiting()  # agents that joined, or capacity freed by finished tasks
         if now - self._last_housekeeping > 5.0:

@@ -46,6 +46,12 @@ class RouterConfig(BaseModel):
     step_timeout_s: float = Field(
         120.0, gt=0, description="an agent silent this long has its step reassigned"
     )
+    offline_grace_s: float = Field(
+        2.0,
+        ge=0,
+        description="an agent offline this long has its steps reassigned (a presence that flickers "
+        "offline and back does not cost the steps it is working on)",
+    )
     wait_for_better_s: float = Field(
         30.0,
         ge=0,

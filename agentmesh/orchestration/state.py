@@ -19,6 +19,7 @@ from pydantic_core import to_json
 
 from agentmesh.planning.planners import PLANNER_STEP_ID
 from agentmesh.protocol import (
+    MAX_PAYLOAD_BYTES,
     TIERS,
     AttemptRecord,
     PreviousAttempt,
@@ -190,11 +191,12 @@ class Task(_State):
             cost_usd=sum((u.cost_usd for u in attempts), 0.0),
         )
 
-    def result_payload(self, sent_at: datetime | None = None) -> bytes:
+    def result_payload(self, sent_at: datetime | None = None, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
         """The encoded TaskResult, without building and validating it and its record models (every
         value here was validated on its way in): pydantic's own serializer over plain data, on the
         path of every task's result. ``result()`` parses it, and tests check that it round-trips
-        to the same bytes."""
+        to the same bytes. A result over ``limit`` has its longest texts cut (and says so in
+        ``error``): a broker takes no bigger message, and a client waits for the result."""
         status = self.final_status()
         outputs, output = self.outputs()
         end = self.finished_at or time.time()
@@ -219,7 +221,8 @@ class Task(_State):
         data["cloud_steps"] = sum(1 for s in self.dag_steps() if any(a.tier == "cloud" for a in s.attempts))
         data["escalations"] = self.escalations
         data["elapsed_ms"] = max(0.0, (end - self.started_at) * 1000.0)
-        return to_json(data)
+        payload = to_json(data)
+        return payload if len(payload) <= limit else _cut_to_fit(data, limit)
 
     def final_status(self) -> Literal["done", "failed", "rejected"]:
         return self.status if self.status in ("done", "failed", "rejected") else "failed"
@@ -233,3 +236,23 @@ class Task(_State):
 
     def result(self) -> TaskResult:
         return TaskResult.model_validate_json(self.result_payload())
+
+
+def _cut_to_fit(data: dict[str, Any], limit: int) -> bytes:
+    """``data`` encoded within ``limit`` bytes: its texts (outputs, error, attempt reasons) cut to
+    one length, halved until the result fits, and a note of it in ``error``."""
+    note = f"the result was over the {limit}-byte MQTT payload limit, so its longest texts are cut"
+    data["error"] = data.get("error") or ""
+    slots: list[tuple[dict[str, Any], str]] = [(data, "output"), (data, "error")]
+    slots += [(data["outputs"], k) for k in data["outputs"]]
+    slots += [(a, "reason") for step in data["steps"] for a in step["attempts"] if "reason" in a]
+    texts = [box[key] for box, key in slots]
+    cap = max(len(text) for text in texts)
+    while True:
+        cap //= 2
+        for (box, key), text in zip(slots, texts, strict=True):
+            box[key] = f"{text[:cap]} [cut: {len(text) - cap} more characters]" if len(text) > cap else text
+        data["error"] = f"{data['error']}; {note}" if data["error"] else note
+        payload = to_json(data)
+        if len(payload) <= limit or cap == 0:
+            return payload

@@ -2,7 +2,7 @@
 
 from agentmesh.protocol.codec import decode, encode, encode_assignment, encode_event, parse
 from agentmesh.protocol.dag import dag_problem, topological_order
-from agentmesh.protocol.limits import DEFAULT_NAMESPACE, ID_PATTERN, MAX_PAYLOAD_BYTES
+from agentmesh.protocol.limits import DEFAULT_NAMESPACE, ID_PATTERN, MAX_PAYLOAD_BYTES, MAX_TOPIC_LEVELS
 from agentmesh.protocol.messages import (
     PLAN_TAG,
     TIERS,
@@ -29,6 +29,7 @@ from agentmesh.protocol.messages import (
     TaskResult,
     Tier,
     Usage,
+    check_reply_topic,
     utcnow,
 )
 from agentmesh.protocol.topics import TopicKind, TopicRef, Topics
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "ID_PATTERN",
     "MAX_PAYLOAD_BYTES",
+    "MAX_TOPIC_LEVELS",
     "PLAN_TAG",
     "TIERS",
     "AttemptRecord",
@@ -65,6 +67,7 @@ __all__ = [
     "TopicRef",
     "Topics",
     "Usage",
+    "check_reply_topic",
     "dag_problem",
     "decode",
     "encode",

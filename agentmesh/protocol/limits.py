@@ -5,3 +5,6 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_CAPABILITIES = 64
 MAX_PLAN_STEPS = 32
 DEFAULT_NAMESPACE = "agentmesh/v1"
+# Topic levels a topic may have: EMQX's default max_topic_levels (Mosquitto refuses over 200 and
+# drops the connection of the client that tried).
+MAX_TOPIC_LEVELS = 128

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from agentmesh.protocol.limits import ID_PATTERN, MAX_CAPABILITIES, MAX_PLAN_STEPS
+from agentmesh.protocol.limits import ID_PATTERN, MAX_CAPABILITIES, MAX_PLAN_STEPS, MAX_TOPIC_LEVELS
 
 Tier = Literal["device", "edge", "cloud"]
 DataClass = Literal["public", "internal", "personal"]
@@ -69,9 +69,11 @@ def _check_task_id(value: str) -> str:
     return value
 
 
-def _check_reply_topic(value: str) -> str:
-    # The router publishes to this topic verbatim; paho refuses wildcards and amqtt drops a client
-    # after it publishes to a '$' topic (DESIGN.md section 8), so reject both at the door.
+def check_reply_topic(value: str) -> str:
+    """A topic the router or an agent can publish a reply to, or ValueError saying why not."""
+    # Published to verbatim: paho refuses wildcards, amqtt drops a client after it publishes to a
+    # '$' topic (DESIGN.md section 8), and a broker drops one that publishes to a topic deeper
+    # than it allows (and a persistent session sends that publish again after every reconnect).
     if not value:
         raise ValueError("must be a topic name, not empty")
     if any(c in value for c in "+#\0"):
@@ -80,6 +82,8 @@ def _check_reply_topic(value: str) -> str:
         raise ValueError(f"{_short(value)} must not start with '$'")
     if len(value.encode("utf-8", "surrogatepass")) > 65535:
         raise ValueError("topic is longer than 65535 bytes")
+    if value.count("/") >= MAX_TOPIC_LEVELS:
+        raise ValueError(f"topic has more than {MAX_TOPIC_LEVELS} levels")
     return value
 
 
@@ -99,7 +103,7 @@ def _check_finite(value: dict[str, Any]) -> dict[str, Any]:
 
 
 MeshId = Annotated[str, AfterValidator(_check_id)]
-ReplyTopic = Annotated[str, AfterValidator(_check_reply_topic)]
+ReplyTopic = Annotated[str, AfterValidator(check_reply_topic)]
 StepId = Annotated[str, AfterValidator(_check_step_id)]
 TaskId = Annotated[str, AfterValidator(_check_task_id)]
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]

@@ -12,6 +12,7 @@ thread) turns a card into vectors, ``apply_vcv`` (cheap, call it from one thread
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class AgentEntry:
     vcv: CapabilityVector
     presence: Presence | None = None
     inflight: int = 0
+    state_since: float = field(default_factory=time.time)  # when ``state`` last changed
     vectors: list[Vectors] = field(default_factory=list, repr=False)
     kinds: list[tuple[ViewKind, ...]] = field(default_factory=list, repr=False)
     tokens: list[TokenVectors | None] = field(default_factory=list, repr=False)
@@ -361,7 +363,10 @@ class Registry:
             self._presence[agent_id] = presence
         entry = self._entries.get(agent_id)
         if entry is not None:
+            was = entry.state
             entry.presence = presence
+            if entry.state != was:
+                entry.state_since = time.time()
             self._notify(agent_id, "presence")
         return True
 

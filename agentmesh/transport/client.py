@@ -36,7 +36,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agentmesh.errors import ConnectError, PayloadTooLarge, ProtocolError, PublishTimeout, TransportError
-from agentmesh.protocol import MAX_PAYLOAD_BYTES, Message, encode
+from agentmesh.protocol import MAX_PAYLOAD_BYTES, MAX_TOPIC_LEVELS, Message, encode
 from agentmesh.transport.address import BrokerAddress
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,15 @@ def _check_publish_topic(topic: str) -> None:
     if "+" in topic or "#" in topic or "\0" in topic:  # not any(...): this runs for every publish
         raise ProtocolError("cannot publish to a topic with wildcards or NUL", topic=topic)
     if topic.startswith("$"):
-        raise ProtocolError("cannot publish to a '$' topic", topic=topic)
+        raise ProtocolError("cannot publish to a '$' topic", topic=topic[:200])
+    # A broker drops the connection of a client that publishes to a topic it refuses, and paho
+    # sends a queued QoS 1 publish again after every reconnect: a loop no reconnect ends.
+    if len(topic) > 16383 and len(topic.encode("utf-8", "surrogatepass")) > 65535:
+        raise ProtocolError("cannot publish to a topic longer than 65535 bytes", topic=topic[:200])
+    if topic.count("/") >= MAX_TOPIC_LEVELS:
+        raise ProtocolError(
+            f"cannot publish to a topic of more than {MAX_TOPIC_LEVELS} levels", topic=topic[:200]
+        )
 
 
 class Subscription:

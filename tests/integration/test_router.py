@@ -480,3 +480,84 @@ async def test_a_lone_router_gets_the_tasks_sent_while_it_was_stopped(mesh: Mesh
     await mesh.router.start()
     results = [await h.result(timeout=60) for h in handles]
     assert [r.status for r in results] == ["done"] * 3
+
+
+async def test_a_reply_to_no_broker_takes_is_refused_and_the_router_keeps_its_connection(
+    mesh: Mesh,
+) -> None:
+    mesh.agent("echo-1")
+    router, client = await mesh.start("echo-1")
+    topics = Topics()
+    async with MqttClient(mesh.broker.address, client_id="raw-client") as raw:
+        events = await raw.subscribe(topics.events("deep-1"))
+        deep = {
+            "type": "agentmesh.task/1",
+            "task_id": "deep-1",
+            "client_id": "raw-client",
+            "text": "repeat the word deep",
+            "reply_to": "/".join(["a"] * 202),  # Mosquitto drops a client that publishes there
+        }
+        await raw.publish(topics.submit, json.dumps(deep).encode())
+        ev = decode(TaskEvent, (await events.get(timeout=30)).payload)
+    assert isinstance(ev, TaskEvent) and ev.kind == "rejected" and "levels" in ev.detail
+    result = await client.run("repeat the word hello", timeout=60)
+    assert result.status == "done", result.error
+    assert router.client.connects == 1  # never dropped by the broker
+
+
+async def test_a_malformed_request_never_touches_another_tasks_result(mesh: Mesh) -> None:
+    mesh.agent("echo-1")
+    _, client = await mesh.start("echo-1")
+    first = await client.run("repeat the word kept", task_id="held-1", timeout=60)
+    assert first.status == "done", first.error
+    async with MqttClient(mesh.broker.address, client_id="raw-client") as raw:
+        other = await raw.subscribe(Topics().events("other-1"))
+        await raw.publish(Topics().submit, json.dumps({"task_id": "held-1"}).encode())
+        await raw.publish(Topics().submit, json.dumps({"task_id": "other-1"}).encode())
+        # The second one is answered: by then the router has handled the first.
+        assert b'"rejected"' in (await other.get(timeout=30)).payload
+    kept = await client.fetch_result("held-1")
+    assert kept is not None and kept.status == "done" and kept.output == first.output
+
+
+async def test_a_result_over_the_payload_limit_comes_with_its_texts_cut(mesh: Mesh) -> None:
+    mesh.agent("echo-1")
+    _, client = await mesh.start("echo-1")
+    result = await client.run("repeat " + "y" * 140_000, timeout=60)  # output and outputs: 280 KB
+    assert result.status == "done"
+    assert result.error is not None and "payload limit" in result.error
+    assert result.output.startswith("repeat yyy") and result.output.endswith("more characters]")
+
+
+async def test_a_step_whose_assignment_is_over_the_payload_limit_fails_at_once(mesh: Mesh) -> None:
+    mesh.agent("echo-1", concurrency=4)
+    _, client = await mesh.start("echo-1", step_timeout_s=600)
+    plan = {
+        "steps": [
+            {"id": "s0", "instruction": "repeat " + "x" * 100_000},
+            *({"id": f"s{i}", "instruction": f"repeat {i}", "depends_on": ["s0"]} for i in (1, 2, 3)),
+            # s4's inputs: three outputs of over 100 KB each
+            {"id": "s4", "instruction": "repeat them all", "depends_on": ["s1", "s2", "s3"]},
+        ]
+    }
+    result = await client.run(plan=plan, timeout=60)  # not the 600 s step timeout
+    assert result.status == "failed", result.error
+    assert result.error is not None and "step s4 failed" in result.error
+    assert "over the 262144-byte MQTT payload limit" in result.error
+
+
+async def test_a_presence_that_flickers_offline_does_not_cost_the_steps_in_flight(mesh: Mesh) -> None:
+    mesh.agent("slow-1", kwargs={"delay_s": 2})
+    _, client = await mesh.start("slow-1")
+    handle = await client.submit("repeat the word steady", events=True)
+    async for ev in handle.events():
+        if ev.kind == "dispatched":
+            break
+    topic = Topics().agent_presence("slow-1")
+    async with MqttClient(mesh.broker.address, client_id="flicker") as raw:
+        for state in ("offline", "online") * 3:
+            await raw.publish(topic, Presence(id="slow-1", state=state, capacity=1))
+            await asyncio.sleep(0.15)  # longer than the router's tick: it sees the agent offline
+    result = await handle.result(timeout=60)
+    assert result.status == "done", result.error
+    assert [a.status for a in result.steps[0].attempts] == ["ok"]

@@ -24,7 +24,7 @@ from agentmesh.orchestration import (
     tiers_above,
     why_not_escalated,
 )
-from agentmesh.protocol import Constraints, StepResult, TaskRequest, Usage, encode
+from agentmesh.protocol import Constraints, StepResult, TaskRequest, TaskResult, Usage, encode
 
 
 def result(
@@ -450,3 +450,20 @@ def test_result_payload_is_the_encoded_result(task: Task) -> None:
         task.finished_at = task.started_at + 0.25  # elapsed_ms must not move between the two
     expected = encode(task.result().model_copy(update={"sent_at": sent_at}))
     assert task.result_payload(sent_at=sent_at) == expected
+
+
+def test_a_result_over_the_payload_limit_has_its_longest_texts_cut_to_fit() -> None:
+    task = _finished_variants()[1]
+    for step in task.steps.values():
+        step.attempts[0].reason = "r" * 3000  # an agent's long error
+        step.attempts[1].output = "o" * 4000
+    whole = task.result()
+    payload = task.result_payload(limit=8000)
+    assert len(payload) <= 8000 < len(task.result_payload())
+    cut = TaskResult.model_validate_json(payload)
+    assert cut.status == "done" and cut.error is not None
+    assert "over the 8000-byte MQTT payload limit" in cut.error
+    for step_id, text in cut.outputs.items():
+        assert text.endswith("more characters]") and whole.outputs[step_id].startswith(text.split(" [cut")[0])
+    assert len(cut.output) < len(whole.output)
+    assert [len(s.attempts) for s in cut.steps] == [len(s.attempts) for s in whole.steps]

@@ -412,7 +412,7 @@ def test_an_id_that_differs_from_the_topic_is_rejected(kind: TopicKind, topic: s
     assert "someone-else" in str(error) or "other-task" in str(error) or "router-b" in str(error)
 
 
-@pytest.mark.parametrize("reply_to", ["", "a/+/b", "a/#", "$SYS/x", "a\x00b"])
+@pytest.mark.parametrize("reply_to", ["", "a/+/b", "a/#", "$SYS/x", "a\x00b", "a/" * 128 + "a"])
 @pytest.mark.parametrize("kind", [TopicKind.SUBMIT, TopicKind.INBOX])
 def test_reply_to_must_be_a_publishable_topic(kind: TopicKind, reply_to: str) -> None:
     assert error_of(kind, sample(kind) | {"reply_to": reply_to}).field == "reply_to"
