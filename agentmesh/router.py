@@ -793,7 +793,11 @@ class Router:
         attempts_left = len(step.attempts) < self.config.escalation.max_attempts
         spent = task.usage().cost_usd
         budget_left = constraints.max_cost_usd is None or spent < constraints.max_cost_usd
-        if reassign:
+        # A decline says "not mine": with a near tie on its tier the route was a coin toss
+        # ("What is 1*7?" between units and calculator), so the other agent gets it first.
+        declined = not reassign and attempt.status == "declined"
+        sideways = declined and self._near_tie(step, attempt, constraints)
+        if reassign or sideways:
             target: Tier | None = attempt.tier
         else:
             above = tiers_above(attempt.tier, constraints)
@@ -812,10 +816,24 @@ class Router:
             task,
             step,
             target,
-            kind="reassigned" if reassign else "escalated",
+            kind="reassigned" if reassign or sideways else "escalated",
             prefer_family=attempt.family,
             why=f"from {attempt.agent_id} on {attempt.tier}: {attempt.reason}",
         )
+
+    def _near_tie(self, step: Step, attempt: Attempt, constraints: Constraints) -> bool:
+        """Whether an agent not yet tried matched ``step`` on ``attempt``'s tier within
+        ``decline_margin`` of the agent that made ``attempt``."""
+        matches = self.matcher.match(
+            step.query, tier=attempt.tier, constraints=constraints, allow_busy=True, k=self.matcher.weights.k
+        )
+        similarity = {m.agent_id: m.similarity for m in matches}
+        declined = similarity.get(attempt.agent_id)
+        if declined is None:
+            return False
+        tried = step.tried_agents()
+        margin = self.matcher.weights.decline_margin
+        return any(s >= declined - margin for a, s in similarity.items() if a not in tried)
 
     def _keep_best_or_fail(self, task: Task, step: Step, why: str) -> None:
         best = step.best_ok()

@@ -32,6 +32,13 @@ class MatchWeights(BaseModel):
         le=2.0,
         description="a step waits for a busy agent rather than go to a free one this much less similar",
     )
+    decline_margin: float = Field(
+        0.05,
+        ge=0.0,
+        le=2.0,
+        description="a declined step goes to another agent of the same tier that matched it this close "
+        "to the one that declined (a near tie), before escalating",
+    )
     w_cost: float = Field(0.05, ge=0.0, description="penalty for price (normalised to 0..1)")
     w_load: float = Field(0.1, ge=0.0, description="penalty for load/capacity")
     w_latency: float = Field(0.03, ge=0.0, description="penalty for p50 latency (normalised to 0..1)")

@@ -561,3 +561,22 @@ async def test_a_presence_that_flickers_offline_does_not_cost_the_steps_in_fligh
     result = await handle.result(timeout=60)
     assert result.status == "done", result.error
     assert [a.status for a in result.steps[0].attempts] == ["ok"]
+
+
+async def test_a_declined_step_goes_to_a_near_tie_on_its_tier_before_escalating(mesh: Mesh) -> None:
+    # Two device agents that match the step almost equally; the first one declines it.
+    mesh.agent("picky-1", tool="decline")
+    mesh.agent("echo-1", description="Repeat the given text back, with the inputs of earlier steps.")
+    mesh.agent("echo-edge", tier="edge", description="Echo back whatever it is sent.")
+    router, client = await mesh.start("picky-1", "echo-1", "echo-edge")
+    text = "repeat the word tie"
+    ranked = [m.agent_id for m in router.matcher.match(text, tier="device")]
+    assert ranked[0] == "picky-1"  # else this test would not reach the decline
+    result = await client.run(text, timeout=60)
+    assert result.status == "done", result.error
+    assert attempts_of(result, "s1") == [("picky-1", "device", "declined"), ("echo-1", "device", "ok")]
+    # Without a near tie the decline escalates, as DESIGN.md section 6 says.
+    router.config.matching.decline_margin = 0.0
+    result = await client.run("repeat the word apart", timeout=60)
+    assert attempts_of(result, "s1")[0][0] == "picky-1"
+    assert attempts_of(result, "s1")[-1][:2] == ("echo-edge", "edge")
