@@ -40,6 +40,7 @@ from agentmesh.planning import (
     plan_from_output,
     plan_schema,
     planning_instruction,
+    request_query,
     single_step_plan,
 )
 from agentmesh.protocol import (
@@ -496,7 +497,7 @@ class Router:
         if plan is None:
             step.status = "failed"
             self._use_plan(
-                task, single_step_plan(task.request.text), f"single step (planner failed: {reason})"
+                task, self._single_step_plan(task), f"single step (planner failed: {reason})"
             )
             return
         step.status = "done"
@@ -513,12 +514,16 @@ class Router:
     def _use_single_step(self, task: Task, how: str) -> None:
         """``_use_plan(task, single_step_plan(text), how)`` without building and validating a Plan
         per task: the request's own validation already guarantees a non-empty text."""
-        if task.request.text not in self._embedded:
-            self._use_plan(task, single_step_plan(task.request.text), how)
-            return
         text = task.request.text
-        task.steps[SINGLE_STEP_ID] = Step(id=SINGLE_STEP_ID, instruction=text, query=text)
+        query = request_query(text) or text
+        if query not in self._embedded:
+            self._use_plan(task, self._single_step_plan(task), how)
+            return
+        task.steps[SINGLE_STEP_ID] = Step(id=SINGLE_STEP_ID, instruction=text, query=query)
         self._steps_set(task, [SINGLE_STEP_ID], how)
+
+    def _single_step_plan(self, task: Task) -> Plan:
+        return single_step_plan(task.request.text, request_query(task.request.text))
 
     async def _embed_then_plan(self, task: Task, plan: Plan, how: str) -> None:
         # Embedding a new query takes milliseconds of CPU: do it in a thread so the loop keeps
@@ -931,7 +936,7 @@ class Router:
         self._drain_waiting(slots=1)
         if step.id == PLANNER_STEP_ID:
             step.status = "failed"
-            self._use_plan(task, single_step_plan(task.request.text), f"single step (planner: {reason})")
+            self._use_plan(task, self._single_step_plan(task), f"single step (planner: {reason})")
             return
         self._after_weak(task, step, attempt, reassign=True)
 

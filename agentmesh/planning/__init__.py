@@ -10,6 +10,7 @@ from agentmesh.planning.planners import (
     parse_plan_output,
     plan_from_output,
     planning_instruction,
+    request_query,
     task_parts,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "plan_from_output",
     "plan_schema",
     "planning_instruction",
+    "request_query",
     "single_step_plan",
     "task_parts",
     "validate_plan",

@@ -38,8 +38,9 @@ def validate_plan(data: Any) -> Plan:
 SINGLE_STEP_ID = "s1"
 
 
-def single_step_plan(text: str) -> Plan:
-    return Plan(steps=[PlanStep(id=SINGLE_STEP_ID, instruction=text)])
+def single_step_plan(text: str, query: str | None = None) -> Plan:
+    """The whole task as one step, matched by ``query`` (default: the text)."""
+    return Plan(steps=[PlanStep(id=SINGLE_STEP_ID, instruction=text, capability=query)])
 
 
 def plan_schema() -> dict[str, Any]:

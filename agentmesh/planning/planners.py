@@ -37,6 +37,22 @@ def looks_multipart(text: str) -> bool:
     return next(asking, None) is not None and next(asking, None) is not None
 
 
+LONG_REQUEST_CHARS = 1000  # about what MiniLM reads of a text (256 word pieces)
+
+
+def request_query(text: str, window: int = 2000) -> str | None:
+    """What a long task is matched by: the parts at its two ends that ask for something ("<ten
+    pages> Summarize this report in three sentences." is matched as its last sentence), or None
+    to match the text itself. The embedder reads only a text's first 256 word pieces, and the
+    material's topic (or its numbers) would otherwise pick the agent."""
+    if len(text) <= LONG_REQUEST_CHARS:
+        return None
+    ends = [text] if len(text) <= 2 * window else [text[:window], text[-window:]]
+    asking = dict.fromkeys(p.text for end in ends for p in _iter_parts(end) if p.asks)
+    query = " ".join(asking)[:LONG_REQUEST_CHARS].strip()
+    return query or None
+
+
 # Tiny planners (SmolLM2-135M) cannot follow an abstract description of the format, but they copy
 # a pattern well: two worked examples (one parallel, one dependent) make their plans usable. They
 # also copy the examples' steps verbatim now and then; parse_plan_output drops those.
@@ -222,7 +238,8 @@ _IMPERATIVES = (
     r"add|analy[sz]e|answer|apply|arrange|book|brainstorm|calculate|check|classify|compare|compute|"
     r"convert|correct|count|create|define|describe|determine|divide|draft|email|estimate|evaluate|"
     r"explain|extract|find|fix|format|generate|give|help|identify|list|look|make|multiply|name|"
-    r"outline|plan|predict|proofread|provide|put|rank|recommend|remind|review|rewrite|round|say|"
+    r"outline|paraphrase|plan|predict|proofread|provide|put|rank|recommend|remind|repeat|rephrase|review|"
+    r"rewrite|round|say|"
     r"schedule|search|send|show|solve|sort|subtract|suggest|summari[sz]e|take|tell|translate|turn|"
     r"work out|write"
 )

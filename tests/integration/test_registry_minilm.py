@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agentmesh.planning import request_query
 from agentmesh.protocol import CapabilityVector
 from agentmesh.registry import Glossary, MiniLMEmbedder, Registry
 from agentmesh.registry.embedder import minilm_model_dir
@@ -232,3 +233,34 @@ def test_the_glossary_routes_plain_requests_to_cards_that_speak_in_acronyms(mini
     # Measured: 18 of 19 with the built-in glossary, 11 without it.
     assert right["builtin"] >= 16
     assert right["builtin"] >= right["none"] + 4
+
+
+def test_a_long_request_is_matched_by_what_its_ends_ask_for(minilm: MiniLMEmbedder) -> None:
+    # MiniLM reads the first 256 word pieces only: a request after 18k characters of material
+    # went where the material's opening pointed.
+    registry = Registry(minilm)
+    cards = [
+        ("calc", "device", "arithmetic", "Evaluate arithmetic expressions and percentages."),
+        ("writer", "edge", "summarize", "Summarize long documents into a few sentences."),
+        ("lingo", "edge", "translate", "Translate text between languages."),
+    ]
+    for agent_id, tier, name, description in cards:
+        registry.apply_vcv(
+            agent_id,
+            CapabilityVector(
+                agent_id=agent_id,
+                version=1,
+                tier=tier,  # type: ignore[arg-type]
+                capabilities=[{"name": name, "description": description}],  # type: ignore[list-item]
+            ),
+        )
+    matcher = Matcher(registry)
+    material = "Revenue grew 12% to 4.5 million while costs rose 3% and margins held at 18%. " * 240
+    # The whole text: the opening's numbers win.
+    assert matcher.route(material + "Summarize this report.")[0].agent_id == "calc"
+    for text, agent_id in [
+        (material + "Summarize this report in three sentences.", "writer"),
+        ("Translate the following into French: " + material, "lingo"),
+    ]:
+        query = request_query(text)
+        assert query is not None and matcher.route(query)[0].agent_id == agent_id

@@ -580,3 +580,17 @@ async def test_a_declined_step_goes_to_a_near_tie_on_its_tier_before_escalating(
     result = await client.run("repeat the word apart", timeout=60)
     assert attempts_of(result, "s1")[0][0] == "picky-1"
     assert attempts_of(result, "s1")[-1][:2] == ("echo-edge", "edge")
+
+
+async def test_a_long_task_is_routed_by_what_it_asks_for_not_by_its_material(mesh: Mesh) -> None:
+    mesh.agent(
+        "calc-1",
+        tool="calculate",
+        capability="arithmetic",
+        description="Evaluate arithmetic expressions and percentages.",
+    )
+    mesh.agent("echo-1")
+    _, client = await mesh.start("calc-1", "echo-1")
+    material = "Revenue grew 12% to 4.5 million while costs rose 3% and margins held at 18%. " * 240
+    result = await client.run(material + "Repeat this report back to me.", timeout=60)
+    assert attempts_of(result, "s1")[0][0] == "echo-1"

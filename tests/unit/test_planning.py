@@ -17,6 +17,7 @@ from agentmesh.planning import (
     plan_from_output,
     plan_schema,
     planning_instruction,
+    request_query,
     single_step_plan,
     task_parts,
     validate_plan,
@@ -583,3 +584,16 @@ def test_complete_plan_leaves_a_long_document_to_one_step() -> None:
     text = "Summarize this report. " + "The plant ran at full load all week. " * 500
     with pytest.raises(PlanError, match="characters long"):
         complete_plan(_plan("Summarize the report."), text)  # type: ignore[arg-type]
+
+
+def test_a_long_task_is_matched_by_the_parts_at_its_ends_that_ask() -> None:
+    material = "Revenue grew 12% to 4.5 million while costs rose 3% and margins held at 18%. " * 60
+    assert request_query("What is 2+2?") is None  # short: the text itself
+    assert request_query(material + "Summarize this report in three sentences.") == (
+        "Summarize this report in three sentences."
+    )
+    essay = "Please proofread my essay below.\n\n" + material
+    assert request_query(essay) == "Please proofread my essay below."
+    assert request_query(material) is None  # nothing asks: the text itself
+    long = request_query(material + " ".join(f"What is {n} + {n}?" for n in range(200)))
+    assert long is not None and len(long) <= 1000
