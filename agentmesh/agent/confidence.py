@@ -18,7 +18,9 @@ rather than as certain. Values are clamped to [0, 1] against rounding.
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -53,14 +55,25 @@ def confidence(tokens: Sequence[TokenLogprob], method: Method = "mean_prob") -> 
 LOOP_CONFIDENCE = 0.05
 
 
+_ENUMERATOR = re.compile(r"\d+[.):]?")
+
+
 def looping(text: str) -> bool:
     """Whether ``text`` is a degenerate repetition: at least 4 lines of which one line makes up
-    half or more, or at least 20 words of which under a fifth are distinct."""
+    half or more, at least 20 words of which under a fifth are distinct, or a count: at least 20
+    words, four fifths of them bare numbers going up by one ("1. 2. 3. ... 124.", an empty list
+    the model cannot stop)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) >= 4 and max(lines.count(line) for line in set(lines)) * 2 >= len(lines):
         return True
     words = text.lower().split()
-    return len(words) >= 20 and len(set(words)) * 5 < len(words)
+    if len(words) < 20:
+        return False
+    if len(set(words)) * 5 < len(words):
+        return True
+    numbers = [int(w.rstrip(".):")) for w in words if _ENUMERATOR.fullmatch(w)]
+    counting = sum(1 for a, b in itertools.pairwise(numbers) if b == a + 1)
+    return counting * 5 >= len(words) * 4
 
 
 def loop_checked(text: str, value: float | None, *, looped: bool = False) -> float | None:

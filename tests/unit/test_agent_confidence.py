@@ -88,6 +88,8 @@ def test_completion_shapes() -> None:
         "Paris\nParis\nThe capital is Paris.\nParis",
         "the the the the the the the the the the the the the the the the the the the the",
         "I am sorry. " * 12,
+        " ".join(f"{n}." for n in range(1, 125)),  # SmolLM2 asked to summarise a paragraph
+        "Summary:\n" + "\n".join(f"{n})" for n in range(1, 40)),
     ],
 )
 def test_a_looping_answer_is_worth_little_whatever_its_logprobs(text: str) -> None:
@@ -117,3 +119,14 @@ def test_a_generation_stopped_in_a_loop_is_capped_even_when_the_text_looks_fine(
 def test_ordinary_answers_keep_their_confidence(text: str) -> None:
     assert not looping(text)
     assert loop_checked(text, 0.9) == 0.9
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The first primes are 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61 and 67.",
+        "\n".join(f"{n}. Add spice {n}, called spice{n}, then wait." for n in range(1, 30)),
+    ],
+)
+def test_numbers_and_numbered_lists_are_not_loops(text: str) -> None:
+    assert not looping(text)
