@@ -10,6 +10,7 @@ as attributes, not only in the message, so programs can react without parsing te
     │   └── PayloadTooLarge    a payload is over the size limit (topic, size, limit)
     ├── TransportError         talking to the broker failed (broker)
     │   ├── ConnectError       the broker could not be reached or refused us
+    │   │   └── IdInUse        another live client serves this agent id (agent_id)
     │   └── PublishTimeout     no PUBACK arrived in time (topic)
     ├── BrokerError            a broker could not be started (kind)
     ├── ModelError             a model could not be resolved or loaded (model)
@@ -66,6 +67,17 @@ class TransportError(AgentMeshError):
 
 class ConnectError(TransportError):
     pass
+
+
+class IdInUse(ConnectError):
+    def __init__(self, *, agent_id: str, broker: str | None = None) -> None:
+        self.agent_id = agent_id
+        super().__init__(
+            f"agent {agent_id} is online already: another process serves this id (MQTT brokers drop "
+            "the older connection of a client id, so the two would take turns); stop it or give this "
+            "agent another id",
+            broker=broker,
+        )
 
 
 class PublishTimeout(TransportError):

@@ -2,7 +2,9 @@
 
 Lifecycle of ``Agent``:
 
-1. ``start()``: load the backend (model / callable), connect with ``client_id`` = agent id, a
+1. ``start()``: load the backend (model / callable); wait while the broker holds presence
+   ``online`` for this id (up to ``id_wait_s``, then IdInUse: another live process serves it);
+   connect with ``client_id`` = agent id, a
    persistent session (assignments sent while we are briefly away are queued by the broker) and
    a Last Will of presence ``offline`` (retained); subscribe to the inbox; publish the capability
    card retained with a version that grows whenever the card changes (agent/card.py); publish
@@ -27,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +41,7 @@ from agentmesh.agent.config import AgentConfig
 from agentmesh.agent.dedup import StepKey, StepLedger
 from agentmesh.agent.inbox import rejection, reply_topic_problem, salvage_reply
 from agentmesh.agent.prompt import StepRequest
-from agentmesh.errors import AgentMeshError, BackendError, PayloadTooLarge, ProtocolError
+from agentmesh.errors import AgentMeshError, BackendError, IdInUse, PayloadTooLarge, ProtocolError
 from agentmesh.protocol import (
     DEFAULT_NAMESPACE,
     CapabilityVector,
@@ -57,6 +60,9 @@ from agentmesh.transport import PUBLISH_TIMEOUT_S, BrokerAddress, MqttClient, Ra
 log = logging.getLogger("agentmesh.agent")
 
 CLOCK_SKEW_S = 5.0
+# How long a start waits for the retained presence of its id to go offline: 1.5 keepalives
+# (15 s) is when a broker fires the Last Will of a client that vanished.
+ID_WAIT_S = 25.0
 STOP_PUBLISH_TIMEOUT_S = 5.0  # the router waits as long for its own offline presence
 
 
@@ -95,8 +101,10 @@ class Agent:
         backend: Backend | None = None,
         state_root: Path | None = None,
         presence_interval_s: float = 0.25,
+        id_wait_s: float = ID_WAIT_S,
     ) -> None:
         self.config = config
+        self.id_wait_s = id_wait_s
         self.broker = broker
         self.topics = Topics(namespace)
         self.backend = backend or make_backend(config.backend)
@@ -130,6 +138,7 @@ class Agent:
 
     async def start(self) -> None:
         await self.backend.load()
+        await self._wait_for_the_id()
         offline = Presence(id=self.id, state="offline", capacity=self.config.concurrency)
         client = MqttClient(
             self.broker,
@@ -190,6 +199,29 @@ class Agent:
             if isinstance(card, CapabilityVector):
                 return KnownVersion(card.version, card_digest(card))
         return None
+
+    async def _wait_for_the_id(self) -> None:
+        """Raise IdInUse while another live process serves this agent id. Connecting with its
+        client id would make the broker drop the other's connection, and both would reconnect in
+        turn forever. A process that died has its Last Will mark it offline: at once when its
+        connection closed, or once the broker's keepalive gives up on it (waited for here)."""
+        topic = self.topics.agent_presence(self.id)
+        deadline = time.monotonic() + self.id_wait_s
+        probe_id = f"{self.id}-start-{uuid.uuid4().hex[:8]}"
+        try:
+            async with MqttClient(self.broker, client_id=probe_id) as probe:
+                while True:
+                    held = await probe.retained([topic], timeout=5)
+                    if not any(_online(raw.payload) for raw in held):
+                        return
+                    if time.monotonic() > deadline:
+                        raise IdInUse(agent_id=self.id, broker=str(self.broker))
+                    log.warning("agent %s is online already; waiting for it to go offline", self.id)
+                    await asyncio.sleep(min(2.0, self.id_wait_s))
+        except IdInUse:
+            raise
+        except AgentMeshError as exc:  # the check is a courtesy: an ACL may forbid the probe
+            log.info("could not check whether agent %s is online already: %s", self.id, exc)
 
     # ---- presence ----------------------------------------------------------------------------
 
@@ -532,3 +564,11 @@ def _loop_time(deadline_monotonic: float) -> float:
     """asyncio's clock is time.monotonic() on every platform we run on; convert defensively."""
     loop = asyncio.get_running_loop()
     return loop.time() + (deadline_monotonic - time.monotonic())
+
+
+def _online(payload: bytes) -> bool:
+    try:
+        presence = decode(Presence, payload)
+    except ProtocolError:
+        return False
+    return isinstance(presence, Presence) and presence.state == "online"

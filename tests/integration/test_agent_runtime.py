@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from agentmesh.agent import Agent, parse_agent_config
+from agentmesh.errors import IdInUse
 from agentmesh.protocol import CapabilityVector, Presence, StepResult, Topics, decode
 from agentmesh.transport import BrokerAddress, MosquittoBroker, MqttClient, Subscription
 from tests.agent_fixtures import PahoProbe, assignment, python_agent
@@ -179,6 +180,17 @@ async def test_raising_callable_gives_an_error_result(harness: Harness) -> None:
     res = await harness.result()
     assert res.status == "error" and res.error == "RuntimeError: disk on fire"
     assert res.output == ""
+
+
+async def test_a_second_process_with_a_live_agents_id_is_refused(harness: Harness) -> None:
+    first = await harness.agent(python_agent("twin-a", "echo"))
+    with pytest.raises(IdInUse) as info:
+        await harness.agent(python_agent("twin-a", "echo"), id_wait_s=1.0)
+    assert info.value.agent_id == "twin-a" and "another process serves this id" in str(info.value)
+    assert first.client is not None and first.client.connects == 1  # never dropped by the twin
+    await first.stop()
+    harness.agents.remove(first)
+    await harness.agent(python_agent("twin-a", "echo"), id_wait_s=1.0)  # offline now: it starts
 
 
 async def test_declining_tool_and_confidence(harness: Harness) -> None:
