@@ -523,6 +523,8 @@ def run_trace(args: argparse.Namespace) -> int:
             f"task {args.task_id}: not in a router ledger here, and the broker holds no result for it",
             file=sys.stderr,
         )
+        if args.json:
+            print_json(None)  # still one JSON document for a script
         return 1
     if args.json:
         print_json(result.model_dump(mode="json", exclude_none=True))
@@ -607,7 +609,7 @@ def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentPar
         p = sub.add_parser(command.name, help=command.help, description=command.help)
         _global_options(p, suppress=True)
         command.configure(p)
-        p.set_defaults(_run=command.run)
+        p.set_defaults(_run=command.run, _parser=p)
     return parser
 
 
@@ -624,7 +626,9 @@ def setup_logging(verbosity: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse would name them under the top-level usage, not the command's
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
     setup_logging(args.verbose)
     try:
         return int(args._run(args))

@@ -789,7 +789,12 @@ class Router:
         self._save(task)
         attempt = step.attempts[index]
         conf = f" confidence {attempt.confidence:.2f}" if attempt.confidence is not None else ""
-        self._event(task, "step_done", step, attempt, f"{len(attempt.output)} chars{conf}")
+        detail = f"{len(attempt.output)} chars{conf}"
+        last = step.attempts[-1]
+        if last is not attempt:
+            # Otherwise the progress reads as if the lower tier answered after the higher one.
+            detail += f"; kept as the best of {len(step.attempts)} attempts ({last.agent_id}: {last.reason})"
+        self._event(task, "step_done", step, attempt, detail)
         self._advance(task)
 
     def _after_weak(self, task: Task, step: Step, attempt: Attempt, *, reassign: bool = False) -> None:

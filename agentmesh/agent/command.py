@@ -76,6 +76,12 @@ async def run_agent(config_path: Path, broker: BrokerAddress, namespace: str = D
             await agent.backend.close()
             return EXIT_FAILED
         freeze_startup_heap()
+        caps = ", ".join(c.name for c in config.capabilities)
+        print(
+            f"agentmesh: agent {config.id} ({config.tier}: {caps}) online on {broker}; Ctrl-C stops it",
+            file=sys.stderr,
+            flush=True,
+        )
         await stop.wait()
         await agent.stop()
         return EXIT_OK

@@ -173,7 +173,9 @@ class Ledger:
                 self._db.close()
                 if isinstance(exc, BlockingIOError):
                     raise ConfigError(
-                        "the ledger is in use by another router; give each router its own ledger",
+                        "the ledger is in use by another router: one with this router_id is running "
+                        "already (`agentmesh up` in another terminal?); stop it, or give each router "
+                        "its own ledger",
                         path=self.path,
                     ) from None
                 raise

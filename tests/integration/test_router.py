@@ -138,6 +138,17 @@ async def test_max_tier_device_keeps_the_best_device_answer(mesh: Mesh) -> None:
     assert all(e.tier in (None, "device") for e in events)
 
 
+async def test_a_lower_tiers_answer_kept_over_a_weaker_escalation_says_so(mesh: Mesh) -> None:
+    mesh.agent("phone-1", tier="device", tool="low_confidence", kwargs={"confidence": 0.4})
+    mesh.agent("edge-1", tier="edge", tool="low_confidence", kwargs={"confidence": 0.2})
+    _, client = await mesh.start("phone-1", "edge-1")
+    result, events = await run_collecting(client, "repeat the word hello", max_tier="edge")
+    assert attempts_of(result, "s1") == [("phone-1", "device", "ok"), ("edge-1", "edge", "ok")]
+    done = next(e for e in events if e.kind == "step_done")
+    assert done.agent_id == "phone-1"
+    assert "kept as the best of 2 attempts (edge-1: confidence 0.20 below 0.50" in done.detail
+
+
 async def test_an_error_with_nowhere_to_go_fails_the_task(mesh: Mesh) -> None:
     mesh.agent("phone-1", tier="device", tool="fail", kwargs={"message": "disk on fire"})
     mesh.agent("edge-1", tier="edge")
