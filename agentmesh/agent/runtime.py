@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -210,13 +211,18 @@ class Agent:
         probe_id = f"{self.id}-start-{uuid.uuid4().hex[:8]}"
         try:
             async with MqttClient(self.broker, client_id=probe_id) as probe:
-                while True:
+                for tries in itertools.count():
                     held = await probe.retained([topic], timeout=5)
                     if not any(_online(raw.payload) for raw in held):
                         return
                     if time.monotonic() > deadline:
                         raise IdInUse(agent_id=self.id, broker=str(self.broker))
-                    log.warning("agent %s is online already; waiting for it to go offline", self.id)
+                    if not tries:
+                        log.warning(
+                            "agent %s is online already; waiting up to %gs for it to go offline",
+                            self.id,
+                            self.id_wait_s,
+                        )
                     await asyncio.sleep(min(2.0, self.id_wait_s))
         except IdInUse:
             raise
