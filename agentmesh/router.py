@@ -414,17 +414,23 @@ class Router:
             events, result_topic = self.topics.events(task_id), self.topics.result(task_id)
         except ProtocolError:
             return
-        assert self.ledger is not None
-        if task_id in self._tasks or self.ledger.exists(task_id):
-            return  # another task's topics: its events and retained result are not this one's
         reason = f"invalid TaskRequest: {error.reason}" + (f" (field {error.field})" if error.field else "")
-        self._publish(events, TaskEvent(task_id=task_id, kind="rejected", detail=reason))
         result = TaskResult(task_id=task_id, status="rejected", error=reason)
-        self._publish(result_topic, result, retain=True)
-        reply_to = data.get("reply_to")
-        if isinstance(reply_to, str):
+        reply_to: str | None = None
+        if isinstance(data.get("reply_to"), str):
             with contextlib.suppress(ValueError):
-                self._publish(check_reply_topic(reply_to), result)
+                reply_to = check_reply_topic(data["reply_to"])
+        assert self.ledger is not None
+        holder = self._tasks.get(task_id) or self.ledger.get(task_id)
+        if holder is not None:
+            # Another task's topics: its events and retained result are not this request's.
+            if reply_to and reply_to != holder.request.reply_to:
+                self._publish(reply_to, result)
+            return
+        self._publish(events, TaskEvent(task_id=task_id, kind="rejected", detail=reason))
+        self._publish(result_topic, result, retain=True)
+        if reply_to:
+            self._publish(reply_to, result)
 
     # ---- planning ----------------------------------------------------------------------------
 
@@ -512,17 +518,18 @@ class Router:
             self._spawn(self._embed_then_plan(task, plan, how))
 
     def _use_single_step(self, task: Task, how: str) -> None:
-        """``_use_plan(task, single_step_plan(text), how)`` without building and validating a Plan
-        per task: the request's own validation already guarantees a non-empty text."""
+        """``_use_plan(task, self._single_step_plan(task), how)`` without building and validating
+        a Plan per task: the request's own validation already guarantees a non-empty text."""
         text = task.request.text
-        query = request_query(text) or text
-        if query not in self._embedded:
-            self._use_plan(task, self._single_step_plan(task), how)
+        query = request_query(text)
+        if (query or text) not in self._embedded:
+            self._use_plan(task, single_step_plan(text, query), how)
             return
-        task.steps[SINGLE_STEP_ID] = Step(id=SINGLE_STEP_ID, instruction=text, query=query)
+        task.steps[SINGLE_STEP_ID] = Step(id=SINGLE_STEP_ID, instruction=text, query=query or text)
         self._steps_set(task, [SINGLE_STEP_ID], how)
 
     def _single_step_plan(self, task: Task) -> Plan:
+        """The task as one step, a long one matched by what it asks for (``request_query``)."""
         return single_step_plan(task.request.text, request_query(task.request.text))
 
     async def _embed_then_plan(self, task: Task, plan: Plan, how: str) -> None:

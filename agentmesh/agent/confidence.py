@@ -55,14 +55,14 @@ def confidence(tokens: Sequence[TokenLogprob], method: Method = "mean_prob") -> 
 LOOP_CONFIDENCE = 0.05
 
 
-_ENUMERATOR = re.compile(r"\d+[.):]?")
+_ENUMERATOR = re.compile(r"\d{1,9}[.):]?")
 
 
 def looping(text: str) -> bool:
     """Whether ``text`` is a degenerate repetition: at least 4 lines of which one line makes up
-    half or more, at least 20 words of which under a fifth are distinct, or a count: at least 20
-    words, four fifths of them bare numbers going up by one ("1. 2. 3. ... 124.", an empty list
-    the model cannot stop)."""
+    half or more, at least 20 words of which under a fifth are distinct, or a long count: 40
+    words or more, four fifths of them bare numbers going up by one ("1. 2. 3. ... 124.", an
+    empty list the model cannot stop; "count to 30" is answered in fewer)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) >= 4 and max(lines.count(line) for line in set(lines)) * 2 >= len(lines):
         return True
@@ -71,6 +71,8 @@ def looping(text: str) -> bool:
         return False
     if len(set(words)) * 5 < len(words):
         return True
+    if len(words) < 40:
+        return False
     numbers = [int(w.rstrip(".):")) for w in words if _ENUMERATOR.fullmatch(w)]
     counting = sum(1 for a, b in itertools.pairwise(numbers) if b == a + 1)
     return counting * 5 >= len(words) * 4

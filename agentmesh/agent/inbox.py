@@ -11,22 +11,19 @@ import json
 import re
 from typing import Any
 
-from agentmesh.protocol.messages import StepResult
+from agentmesh.protocol.messages import StepResult, check_reply_topic
 
 _STEP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-MAX_TOPIC_BYTES = 65535
 
 
 def reply_topic_problem(topic: Any) -> str | None:
     """Why ``topic`` cannot be published to, or None."""
-    if not isinstance(topic, str) or not topic:
-        return "reply_to must be a non-empty string"
-    if any(c in topic for c in "+#\0"):
-        return "reply_to must not contain wildcards or NUL"
-    if topic.startswith("$"):
-        return "reply_to must not start with '$'"
-    if len(topic.encode()) > MAX_TOPIC_BYTES:
-        return "reply_to is too long"
+    if not isinstance(topic, str):
+        return "reply_to must be a string"
+    try:
+        check_reply_topic(topic)
+    except ValueError as exc:
+        return f"reply_to: {exc}"
     return None
 
 

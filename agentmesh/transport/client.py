@@ -104,7 +104,7 @@ def _check_publish_topic(topic: str) -> None:
     if not topic:
         raise ProtocolError("cannot publish to an empty topic", topic=topic)
     if "+" in topic or "#" in topic or "\0" in topic:  # not any(...): this runs for every publish
-        raise ProtocolError("cannot publish to a topic with wildcards or NUL", topic=topic)
+        raise ProtocolError("cannot publish to a topic with wildcards or NUL", topic=topic[:200])
     if topic.startswith("$"):
         raise ProtocolError("cannot publish to a '$' topic", topic=topic[:200])
     # A broker drops the connection of a client that publishes to a topic it refuses, and paho
@@ -907,6 +907,9 @@ class MqttClient:
                 self._flush()
                 with contextlib.suppress(TimeoutError, TransportError):
                     await asyncio.wait_for(fut, timeout)
+                    # A broker may go on sending what it had queued for us before (MQTT 5
+                    # section 3.10.4): it all comes before the marker of a round trip.
+                    await self._round_trip(_filter_root(sub.filter), timeout)
                 self._unsubacks.pop(mid, None)
                 self._forget(sub)
                 self._markers.discard(sub.filter)
@@ -923,6 +926,13 @@ class MqttClient:
         self._reading_paused = True
         if self._fd is not None and self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        """Read from the broker again after ``pause_reading``."""
+        self._reading_paused = False
+        if self._fd is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._loop.call_soon(self._on_readable)  # bytes may wait in our read buffer
 
     @contextlib.asynccontextmanager
     async def subscription(self, topic_filter: str, *, qos: int = 1) -> AsyncIterator[Subscription]:
@@ -947,23 +957,10 @@ class MqttClient:
         if not filters:
             return []
         subs: list[Subscription] = []
-        # The client id in the marker topic lets an ACL grant it: pattern readwrite {ns}/_sync/%c/#
-        me = "".join("_" if c in "/+#\0" else c for c in self.client_id) or "_"
-        marker_topic = f"{_filter_root(filters[0])}/_sync/{me}/{uuid.uuid4().hex}"
         try:
             for topic_filter in filters:
                 subs.append(await self.subscribe(topic_filter, timeout=timeout))
-            self._markers.add(marker_topic)
-            marker = await self.subscribe(marker_topic, timeout=timeout)
-            await self.publish(marker_topic, b"sync", qos=1, timeout=timeout)
-            try:
-                await marker.get(timeout)
-            except TimeoutError:
-                raise TransportError(
-                    f"retained messages of {filters} not complete within {timeout:g}s",
-                    broker=str(self.broker),
-                ) from None
-            # Messages are handed to the loop in arrival order, so all earlier ones are queued now.
+            await self._round_trip(_filter_root(filters[0]), timeout)
             latest: dict[str, RawMessage] = {}
             for sub in subs:
                 for msg in sub.drain():
@@ -975,8 +972,29 @@ class MqttClient:
                         latest.pop(msg.topic, None)  # cleared while we listened
             return list(latest.values())
         finally:
+            for sub in subs:
+                await self.unsubscribe(sub)
+
+    async def _round_trip(self, root: str, timeout: float) -> None:
+        """Until everything the broker sent us before now has arrived: a marker published to a
+        topic only we listen to comes back after it (a broker delivers to a client in order), and
+        messages are handed to the loop in arrival order, so all earlier ones are queued now."""
+        # The client id in the marker topic lets an ACL grant it: pattern readwrite {ns}/_sync/%c/#
+        me = "".join("_" if c in "/+#\0" else c for c in self.client_id) or "_"
+        marker_topic = f"{root}/_sync/{me}/{uuid.uuid4().hex}"
+        self._markers.add(marker_topic)
+        try:
+            marker = await self.subscribe(marker_topic, timeout=timeout)
+            await self.publish(marker_topic, b"sync", qos=1, timeout=timeout)
+            try:
+                await marker.get(timeout)
+            except TimeoutError:
+                raise TransportError(
+                    f"no round trip through the broker within {timeout:g}s", broker=str(self.broker)
+                ) from None
+        finally:
             self._markers.discard(marker_topic)
-            for sub in [*subs, *[s for s in self._subs if s.filter == marker_topic]]:
+            for sub in [s for s in self._subs if s.filter == marker_topic]:
                 await self.unsubscribe(sub)
 
     # ---- driving paho from the loop ------------------------------------------------------------
@@ -1167,6 +1185,10 @@ class MqttClient:
             if not fut.done():
                 fut.set_result(False)
         self._subacks.clear()
+        for unsuback in self._unsubacks.values():  # nor UNSUBACKs
+            if not unsuback.done():
+                unsuback.set_exception(TransportError("connection lost", broker=str(self.broker)))
+        self._unsubacks.clear()
         self._reconnect_soon(client)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:

@@ -661,10 +661,15 @@ async def test_unsubscribe_with_a_timeout_keeps_what_came_before_the_unsuback(
     staying = await make(mosquitto.address)
     subs = [await c.subscribe(T.shared_submit("group")) for c in (leaving, staying)]
     sender = await make(mosquitto.address)
-    n = 200
+    n = 6000
+    # A busy leaver: the broker's in-flight window to it (1000 in broker/mosquitto.conf) fills and
+    # the rest waits in its queue, which a broker may go on delivering after the UNSUBACK.
+    leaving.pause_reading()
     for i in range(n):
         sender.publish_nowait(T.submit, str(i).encode())
-    await leaving.unsubscribe(subs[0], timeout=GUARD)  # while the stream is still arriving
+    await sender.publish(T.submit, str(n).encode())
+    leaving.resume_reading()
+    await leaving.unsubscribe(subs[0], timeout=GUARD)
     await sender.publish(T.submit, b"last")
     held = [int(m.payload) for m in subs[0].drain()]
     assert subs[0].closed
@@ -674,7 +679,7 @@ async def test_unsubscribe_with_a_timeout_keeps_what_came_before_the_unsuback(
         if payload == b"last":
             break
         rest.append(int(payload))
-    assert sorted(held + rest) == list(range(n))  # nothing the broker sent the leaver was dropped
+    assert sorted(held + rest) == list(range(n + 1))  # nothing the broker sent the leaver was dropped
 
 
 async def test_without_a_persistent_session_messages_sent_while_away_are_gone(

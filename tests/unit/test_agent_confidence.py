@@ -89,7 +89,7 @@ def test_completion_shapes() -> None:
         "the the the the the the the the the the the the the the the the the the the the",
         "I am sorry. " * 12,
         " ".join(f"{n}." for n in range(1, 125)),  # SmolLM2 asked to summarise a paragraph
-        "Summary:\n" + "\n".join(f"{n})" for n in range(1, 40)),
+        "Summary:\n" + "\n".join(f"{n})" for n in range(1, 50)),
     ],
 )
 def test_a_looping_answer_is_worth_little_whatever_its_logprobs(text: str) -> None:
@@ -126,6 +126,8 @@ def test_ordinary_answers_keep_their_confidence(text: str) -> None:
     [
         "The first primes are 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61 and 67.",
         "\n".join(f"{n}. Add spice {n}, called spice{n}, then wait." for n in range(1, 30)),
+        " ".join(str(n) for n in range(1, 31)),  # "count to 30"
+        "1" * 5000 + " " + " ".join(f"word{i}" for i in range(40)),  # past int()'s 4300 digits
     ],
 )
 def test_numbers_and_numbered_lists_are_not_loops(text: str) -> None:
