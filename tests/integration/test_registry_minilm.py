@@ -38,20 +38,12 @@ def test_embeddings_are_unit_rows_and_cached(minilm: MiniLMEmbedder) -> None:
 
 
 def test_matcher_routes_by_meaning_with_minilm(minilm: MiniLMEmbedder) -> None:
-    registry = Registry(minilm)
-    cards = [
+    registry = _mesh(
+        minilm,
         ("phone", "device", "reminders", "Create reminders and alarms at a given time."),
         ("box", "edge", "transcribe", "Transcribe speech from audio recordings into text."),
         ("cloud", "cloud", "contract_review", "Review legal contracts and flag risky clauses."),
-    ]
-    for agent_id, tier, name, description in cards:
-        vcv = CapabilityVector(
-            agent_id=agent_id,
-            version=1,
-            tier=tier,  # type: ignore[arg-type]
-            capabilities=[{"name": name, "description": description}],  # type: ignore[list-item]
-        )
-        registry.apply_vcv(agent_id, vcv)
+    )
     matcher = Matcher(registry)
     assert matcher.route("ping me at 7am tomorrow to call the plumber")[0].agent_id == "phone"
     assert matcher.route("write down what is said in this voice memo")[0].agent_id == "box"
@@ -73,15 +65,9 @@ def test_matcher_routes_by_meaning_with_minilm(minilm: MiniLMEmbedder) -> None:
     assert not registry.prepare(vcv.model_copy(update={"embedding": untuned})).provided
 
 
-def _general_knowledge_mesh(embedder: MiniLMEmbedder) -> Registry:
+def _mesh(embedder: MiniLMEmbedder, *cards: tuple[str, str, str, str]) -> Registry:
+    """A registry of one-capability cards: (agent_id, tier, capability name, description)."""
     registry = Registry(embedder)
-    cards = [
-        ("phone", "device", "quick_answer", "Answer short general-knowledge questions in a sentence or two."),
-        ("notes", "device", "notes", "Take, search and tidy up the user's notes."),
-        ("box", "edge", "speak", "Read text aloud as natural speech audio."),
-        ("cloud", "cloud", "long_writing", "Write long articles, essays and stories on any topic."),
-        ("legal", "cloud", "contract_review", "Review legal contracts and flag risky clauses."),
-    ]
     for agent_id, tier, name, description in cards:
         registry.apply_vcv(
             agent_id,
@@ -93,6 +79,17 @@ def _general_knowledge_mesh(embedder: MiniLMEmbedder) -> Registry:
             ),
         )
     return registry
+
+
+def _general_knowledge_mesh(embedder: MiniLMEmbedder) -> Registry:
+    return _mesh(
+        embedder,
+        ("phone", "device", "quick_answer", "Answer short general-knowledge questions in a sentence or two."),
+        ("notes", "device", "notes", "Take, search and tidy up the user's notes."),
+        ("box", "edge", "speak", "Read text aloud as natural speech audio."),
+        ("cloud", "cloud", "long_writing", "Write long articles, essays and stories on any topic."),
+        ("legal", "cloud", "contract_review", "Review legal contracts and flag risky clauses."),
+    )
 
 
 FACTOIDS = ["who discovered penicillin?", "which planet is the largest in the solar system"]
@@ -238,22 +235,12 @@ def test_the_glossary_routes_plain_requests_to_cards_that_speak_in_acronyms(mini
 def test_a_long_request_is_matched_by_what_its_ends_ask_for(minilm: MiniLMEmbedder) -> None:
     # MiniLM reads the first 256 word pieces only: a request after 18k characters of material
     # went where the material's opening pointed.
-    registry = Registry(minilm)
-    cards = [
+    registry = _mesh(
+        minilm,
         ("calc", "device", "arithmetic", "Evaluate arithmetic expressions and percentages."),
         ("writer", "edge", "summarize", "Summarize long documents into a few sentences."),
         ("lingo", "edge", "translate", "Translate text between languages."),
-    ]
-    for agent_id, tier, name, description in cards:
-        registry.apply_vcv(
-            agent_id,
-            CapabilityVector(
-                agent_id=agent_id,
-                version=1,
-                tier=tier,  # type: ignore[arg-type]
-                capabilities=[{"name": name, "description": description}],  # type: ignore[list-item]
-            ),
-        )
+    )
     matcher = Matcher(registry)
     material = "Revenue grew 12% to 4.5 million while costs rose 3% and margins held at 18%. " * 240
     # The whole text: the opening's numbers win.
