@@ -142,6 +142,8 @@ class Router:
         self._results: Subscription | None = None
         self._stopped = asyncio.Event()
         self._last_housekeeping = 0.0
+        # Context an agent needs beyond the prompt to write an answer in.
+        self._answer_room = min(self.config.max_tokens or 256, 256)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -242,6 +244,7 @@ class Router:
         if self._stopped.is_set():
             coro.close()  # stopping: the ledger holds the task, and the next start resumes it
             return
+
         async def run_then_flush() -> None:
             try:
                 await coro
@@ -440,25 +443,29 @@ class Router:
             self._use_plan(task, request.plan, "explicit plan")
             return
         wants_llm = request.planner == "llm" or (request.planner == "auto" and looks_multipart(request.text))
-        planner = self._pick_planner(request.constraints) if wants_llm else None
-        if planner is None:
-            why = "single step" if not wants_llm else "single step (no planner agent online)"
-            self._use_single_step(task, why)
+        if not wants_llm:
+            self._use_single_step(task, "single step")
             return
         step = Step(
             id=PLANNER_STEP_ID,
             instruction=planning_instruction(request.text, max_steps=self.config.max_plan_steps),
             query="plan",
         )
+        planner = self._pick_planner(request.constraints, task.prompt_tokens(step) + self._answer_room)
+        if planner is None:
+            self._use_single_step(task, "single step (no planner agent online with room for the task)")
+            return
         task.steps[PLANNER_STEP_ID] = step
         self._assign(task, step, planner, kind="dispatched", detail="planning")
 
-    def _pick_planner(self, constraints: Constraints) -> Match | None:
-        """The cheapest routable agent with a capability tagged ``plan``, lowest tier first."""
+    def _pick_planner(self, constraints: Constraints, tokens: int) -> Match | None:
+        """The cheapest routable agent with a capability tagged ``plan`` and a context window of
+        ``tokens``, lowest tier first."""
         lo, hi = TIERS.index(constraints.min_tier), TIERS.index(constraints.max_tier)
         best: tuple[tuple[int, float, float], Match] | None = None
+        small = self.registry.without_room(tokens)
         for entry in self.registry.agents():
-            if not entry.routable or entry.load >= entry.capacity:
+            if not entry.routable or entry.load >= entry.capacity or entry.agent_id in small:
                 continue
             tier_i = TIERS.index(entry.tier)
             if not lo <= tier_i <= hi:
@@ -502,9 +509,7 @@ class Router:
                 reason = attempt.reason = f"the router could not use the plan: {type(exc).__name__}: {exc}"
         if plan is None:
             step.status = "failed"
-            self._use_plan(
-                task, self._single_step_plan(task), f"single step (planner failed: {reason})"
-            )
+            self._use_plan(task, self._single_step_plan(task), f"single step (planner failed: {reason})")
             return
         step.status = "done"
         step.accepted = len(step.attempts) - 1
@@ -644,7 +649,12 @@ class Router:
         if task is None or step is None or task.finished:
             return True  # nothing left to do for it
         constraints = task.request.constraints
-        exclude = step.tried_agents()
+        tried = step.tried_agents()
+        # An agent whose model cannot hold the prompt would only fail it: a long document goes
+        # straight to an agent with the context for it (DESIGN.md section 4, model.context_window).
+        tokens = task.prompt_tokens(step) + self._answer_room
+        small = self.registry.without_room(tokens)
+        exclude = tried | small
         matches = self._candidates(
             step.query,
             constraints,
@@ -660,18 +670,34 @@ class Router:
             step.query, constraints, w.tier, exclude=exclude, capability_only=True
         ):
             return False
-        if not step.attempts:
-            self._finish(
-                task,
-                "rejected",
-                f"no agent can serve step {step.id} ({step.query[:80]!r}) on "
-                + tier_span(w.tier, constraints.max_tier),
-            )
-            return True
-        self._keep_best_or_fail(
-            task, step, f"no other agent on {tier_span(w.tier, constraints.max_tier)} can serve it"
+        span = tier_span(w.tier, constraints.max_tier)
+        unfit = (
+            [
+                m
+                for m in self._candidates(
+                    step.query, constraints, w.tier, exclude=tried, capability_only=True
+                )
+                if m.agent_id in small
+            ]
+            if small - tried
+            else []
         )
+        if unfit:
+            windows = ", ".join(f"{m.agent_id} has {self._window_of(m.agent_id)}" for m in unfit)
+            why = f"it needs a context window of about {tokens} tokens ({windows})"
+        elif step.attempts:
+            why = f"no other agent on {span} can serve it"
+        else:
+            why = f"no agent can serve step {step.id} ({step.query[:80]!r}) on {span}"
+        if not step.attempts:
+            self._finish(task, "rejected", f"step {step.id}: {why}" if unfit else why)
+            return True
+        self._keep_best_or_fail(task, step, why)
         return True
+
+    def _window_of(self, agent_id: str) -> int | None:
+        entry = self.registry.get(agent_id)
+        return entry.context_window if entry is not None else None
 
     def _drain_waiting(self, slots: int | None = None) -> None:
         """Give freed capacity to waiting steps, oldest first. A step that still has to wait keeps

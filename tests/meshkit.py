@@ -27,11 +27,12 @@ def agent_config(
     tags: list[str] | None = None,
     concurrency: int = 2,
     region: str | None = None,
+    context_window: int | None = None,
 ) -> dict[str, Any]:
     policy: dict[str, Any] = {"data_classes": ["public", "internal", "personal"]}
     if region:
         policy["region"] = region
-    return {
+    config: dict[str, Any] = {
         "id": agent_id,
         "tier": tier,
         "capabilities": [
@@ -41,6 +42,9 @@ def agent_config(
         "concurrency": concurrency,
         "policy": policy,
     }
+    if context_window is not None:
+        config["model_info"] = {"context_window": context_window}
+    return config
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:

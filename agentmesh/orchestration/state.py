@@ -33,6 +33,9 @@ AttemptStatus = Literal["dispatched", "ok", "error", "declined", "timeout", "off
 StepStatus = Literal["pending", "waiting", "dispatched", "done", "failed"]
 TaskStatus = Literal["planning", "running", "done", "failed", "rejected"]
 
+# A system prompt and the chat template's markers around the instruction and inputs.
+PROMPT_FRAMING_TOKENS = 128
+
 _RESULT_TYPE = TaskResult.model_fields["type"].default
 
 
@@ -167,6 +170,16 @@ class Task(_State):
             ):
                 out.append(step)
         return out
+
+    def prompt_tokens(self, step: Step) -> int:
+        """About how many tokens an agent's prompt for ``step`` takes: its instruction, its
+        dependencies' outputs and a weak answer to improve on, at 4 characters a token (usual for
+        English; text that takes more only fails on the agent, as it would unchecked), plus the
+        agent's own framing."""
+        chars = len(step.instruction)
+        chars += sum(len(self.steps[d].output) for d in step.depends_on if d in self.steps)
+        chars += max((len(a.output) for a in step.attempts), default=0)
+        return chars // 4 + PROMPT_FRAMING_TOKENS
 
     def blocked_by_failure(self) -> bool:
         return any(s.status == "failed" for s in self.dag_steps())

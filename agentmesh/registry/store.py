@@ -103,6 +103,10 @@ class AgentEntry:
     def capability_names(self) -> list[str]:
         return [c.name for c in self.vcv.capabilities]
 
+    @property
+    def context_window(self) -> int | None:
+        return self.vcv.model.context_window if self.vcv.model is not None else None
+
 
 @dataclass(frozen=True)
 class RegistryChange:
@@ -154,6 +158,8 @@ class Registry:
         # Bumped when an agent reaches or leaves its capacity (not on every load change): what
         # the matcher's cached filters depend on.
         self.busy_generation = 0
+        # (cards_generation, [(context window, agent id)] ascending), built when first asked
+        self._windows: tuple[int, list[tuple[int, str]]] = (-1, [])
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -165,6 +171,21 @@ class Registry:
 
     def agents_in_tier(self, tier: Tier) -> list[AgentEntry]:
         return [e for e in self._entries.values() if e.tier == tier]
+
+    def without_room(self, tokens: int) -> set[str]:
+        """Agents whose model's context window (as their card states it) is under ``tokens``."""
+        generation, windows = self._windows
+        if generation != self.cards_generation:
+            windows = sorted(
+                (e.context_window, e.agent_id) for e in self._entries.values() if e.context_window is not None
+            )
+            self._windows = (self.cards_generation, windows)
+        small: set[str] = set()
+        for window, agent_id in windows:
+            if window >= tokens:
+                break
+            small.add(agent_id)
+        return small
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -605,3 +605,23 @@ async def test_a_long_task_is_routed_by_what_it_asks_for_not_by_its_material(mes
     material = "Revenue grew 12% to 4.5 million while costs rose 3% and margins held at 18%. " * 240
     result = await client.run(material + "Repeat this report back to me.", timeout=60)
     assert attempts_of(result, "s1")[0][0] == "echo-1"
+
+
+async def test_a_step_too_long_for_a_models_context_goes_to_an_agent_with_room(mesh: Mesh) -> None:
+    mesh.agent("phone-1", tier="device", context_window=2048)
+    mesh.agent("edge-1", tier="edge", context_window=32768)
+    _, client = await mesh.start("phone-1", "edge-1")
+    short = await client.run("repeat the word hello", timeout=60)
+    assert attempts_of(short, "s1") == [("phone-1", "device", "ok")]
+    document = "The pump on line 3 was serviced and its seals replaced. " * 200  # ~11k chars
+    long = await client.run("Repeat this log back: " + document, timeout=60)
+    assert long.status == "done", long.error
+    assert attempts_of(long, "s1") == [("edge-1", "edge", "ok")]
+    kept_down, events = await run_collecting(client, "Repeat this log back: " + document, max_tier="device")
+    assert kept_down.status == "rejected"
+    assert (
+        kept_down.error
+        and "context window of about" in kept_down.error
+        and "phone-1 has 2048" in kept_down.error
+    )
+    assert events[-1].kind == "rejected"

@@ -467,3 +467,19 @@ def test_a_result_over_the_payload_limit_has_its_longest_texts_cut_to_fit() -> N
         assert text.endswith("more characters]") and whole.outputs[step_id].startswith(text.split(" [cut")[0])
     assert len(cut.output) < len(whole.output)
     assert [len(s.attempts) for s in cut.steps] == [len(s.attempts) for s in whole.steps]
+
+
+def test_prompt_tokens_counts_the_instruction_inputs_and_weak_answer() -> None:
+    task = make_task()
+    framing = task.prompt_tokens(Step(id="x", instruction="", query=""))
+    assert task.prompt_tokens(task.steps["b"]) == framing  # one character: no whole token
+    task.steps["a"].attempts = [
+        Attempt(attempt=1, agent_id="p", tier="device", status="ok", output="o" * 4000)
+    ]
+    task.steps["a"].accepted = 0
+    assert task.prompt_tokens(task.steps["b"]) == framing + 1000
+    task.steps["b"].attempts = [
+        Attempt(attempt=1, agent_id="p", tier="device", status="ok", output="w" * 400)
+    ]
+    assert task.prompt_tokens(task.steps["b"]) == framing + 1100
+    assert task.prompt_tokens(task.steps["a"]) == framing + 1000  # its own weak answer, not b's

@@ -188,3 +188,17 @@ def test_apply_many_inserts_once_per_tier_and_keeps_version_rules(registry: Regi
     assert len(registry.index("edge")) == 6
     # a card on another agent's topic is rejected in batches too
     assert registry.apply_many([registry.prepare(card("a9"))], agent_ids=["a8"]) == []
+
+
+def test_without_room_names_the_agents_whose_context_window_is_too_small(registry: Registry) -> None:
+    model = {"family": "smollm2", "name": "s", "backend": "llama_cpp"}
+    registry.apply_vcv("small", card("small", model={**model, "context_window": 2048}))
+    registry.apply_vcv("big", card("big", model={**model, "context_window": 32768}))
+    registry.apply_vcv("unsaid", card("unsaid"))  # no window stated: never left out for it
+    assert registry.without_room(2048) == set()
+    assert registry.without_room(2049) == {"small"}
+    assert registry.without_room(40000) == {"small", "big"}
+    registry.apply_vcv("small", card("small", 2, model={**model, "context_window": 65536}))
+    assert registry.without_room(40000) == {"big"}
+    registry.apply_vcv("big", None)
+    assert registry.without_room(40000) == set()
