@@ -269,9 +269,20 @@ _COURTESY = frozenset(
 )
 
 
+# A greeting that a request works on ("translate hello to French", "say thanks in Japanese").
+_GREETING_OBJECT = re.compile(
+    r"^\W*(\w+)\s+[\"']?(hello|hi|hey|thanks|thank\s+you|goodbye|good\s*bye)\b", re.IGNORECASE
+)
+
+
 def _words(text: str) -> set[str]:
-    """Content words, stemmed, and every number ("compute 9*9" is about 9)."""
-    return {*terms(text), *_NUMBER.findall(text)} - _COURTESY
+    """Content words, stemmed, and every number ("compute 9*9" is about 9). A greeting or thanks is
+    no content, unless it is what the request works on."""
+    words = {*terms(text), *_NUMBER.findall(text)} - _COURTESY
+    said = _GREETING_OBJECT.match(text)
+    if said and not set(terms(said.group(1))) & _COURTESY:
+        words |= set(terms(said.group(2)))
+    return words
 
 
 @dataclass(frozen=True)

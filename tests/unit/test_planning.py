@@ -101,6 +101,9 @@ def test_validate_plan_accepts_a_diamond() -> None:
         ("Say 'Where is it? Then go home.' in French.", False),  # a quote is one part
         ("Quick ones:\n- Question 1: what is 2+2?\n- Question 2: what is 3+3?", True),
         ("I want to convert 5 km to miles. Then compute 3*3.", True),
+        ("translate hello to French; summarize this: the cat sat on the mat all day.", True),
+        ("Hi hello there. What is 2+2?", False),  # a greeting is no request
+        ("What is 2+2? Answer in French, thanks.", False),
     ],
 )
 def test_looks_multipart(text: str, expected: bool) -> None:
