@@ -683,8 +683,10 @@ class Router:
             else []
         )
         if unfit:
-            windows = ", ".join(f"{m.agent_id} has {self._window_of(m.agent_id)}" for m in unfit)
-            why = f"it needs a context window of about {tokens} tokens ({windows})"
+            windows = ", ".join(f"{m.agent_id}: {self._window_of(m.agent_id)}" for m in unfit)
+            why = (
+                f"it needs a context window of about {tokens} tokens; the agents for it have less ({windows})"
+            )
         elif step.attempts:
             why = f"no other agent on {span} can serve it"
         else:

@@ -622,6 +622,6 @@ async def test_a_step_too_long_for_a_models_context_goes_to_an_agent_with_room(m
     assert (
         kept_down.error
         and "context window of about" in kept_down.error
-        and "phone-1 has 2048" in kept_down.error
+        and "have less (phone-1: 2048)" in kept_down.error
     )
     assert events[-1].kind == "rejected"
