@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agentmesh.agent.prompt import StepRequest
+
 Method = Literal["mean_prob", "min_prob", "margin", "none"]
 
 
@@ -51,11 +53,16 @@ def confidence(tokens: Sequence[TokenLogprob], method: Method = "mean_prob") -> 
 
 
 # A model caught in a loop ("Answer:\nAnswer:\n..." until max_tokens) is sure of every next token,
-# so its log-probabilities say "certain". What it says is then worth no more than this.
+# so its log-probabilities say "certain"; so is one copying its input. What it says is then worth
+# no more than this.
 LOOP_CONFIDENCE = 0.05
 
 
 _ENUMERATOR = re.compile(r"\d{1,9}[.):]?")
+# A request whose answer may well be its own material, word for word.
+_ASKS_FOR_COPY = re.compile(
+    r"\b(?:repeat|echo|copy|quote|extract|verbatim|proofread|correct|fix|check)\w*", re.IGNORECASE
+)
 
 
 def looping(text: str) -> bool:
@@ -71,6 +78,9 @@ def looping(text: str) -> bool:
         return False
     if len(set(words)) * 5 < len(words):
         return True
+    runs = _runs(words, 6)
+    if len(set(runs)) * 2 <= len(runs):
+        return True  # one passage over and over ("<paragraph>\nAnswer: <paragraph>\nAnswer: ...")
     if len(words) < 40:
         return False
     numbers = [int(w.rstrip(".):")) for w in words if _ENUMERATOR.fullmatch(w)]
@@ -78,12 +88,34 @@ def looping(text: str) -> bool:
     return counting * 5 >= len(words) * 4
 
 
-def loop_checked(text: str, value: float | None, *, looped: bool = False) -> float | None:
-    """``value``, capped at LOOP_CONFIDENCE when ``text`` loops or generation was stopped in a
-    loop (``looped``)."""
-    if value is not None and (looped or looping(text)):
+def copied(text: str, request: StepRequest) -> bool:
+    """Whether ``text`` is, for nine tenths of its 8-word runs, a copy of what the step gave the
+    model (its instruction, earlier results, a previous attempt) while the step asked for
+    something else: SmolLM2 "summarises" a report by writing it out again, sure of every token.
+    Short answers (under 25 words) and steps that ask for a copy or a proofreading are exempt."""
+    words = text.lower().split()
+    if len(words) < 25 or _ASKS_FOR_COPY.search(request.instruction[:160]):
+        return False
+    given = [request.instruction, *request.inputs.values()]
+    if request.previous is not None:
+        given.append(request.previous.output)
+    source = {run for part in given for run in _runs(part.lower().split(), 8)}
+    runs = _runs(words, 8)
+    return sum(run in source for run in runs) * 10 >= len(runs) * 9
+
+
+def loop_checked(
+    text: str, value: float | None, *, looped: bool = False, request: StepRequest | None = None
+) -> float | None:
+    """``value``, capped at LOOP_CONFIDENCE when ``text`` loops, generation was stopped in a loop
+    (``looped``), or ``text`` copies what ``request`` gave the model (``copied``)."""
+    if value is not None and (looped or looping(text) or (request is not None and copied(text, request))):
         return min(value, LOOP_CONFIDENCE)
     return value
+
+
+def _runs(words: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
 def _finite(logprob: float) -> float:

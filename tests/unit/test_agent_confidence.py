@@ -10,11 +10,14 @@ from agentmesh.agent.confidence import (
     LOOP_CONFIDENCE,
     TokenLogprob,
     confidence,
+    copied,
     from_completion_logprobs,
     from_openai_logprobs,
     loop_checked,
     looping,
 )
+from agentmesh.agent.prompt import StepRequest
+from agentmesh.protocol import PreviousAttempt
 
 
 def toks(*probs: float) -> list[TokenLogprob]:
@@ -100,7 +103,7 @@ def test_a_looping_answer_is_worth_little_whatever_its_logprobs(text: str) -> No
 
 
 def test_a_generation_stopped_in_a_loop_is_capped_even_when_the_text_looks_fine() -> None:
-    text = "I cannot answer that without more context about the farm. " * 3
+    text = "I cannot answer that without more context about the farm."
     assert not looping(text)
     assert loop_checked(text, 0.9, looped=True) == LOOP_CONFIDENCE
 
@@ -132,3 +135,46 @@ def test_ordinary_answers_keep_their_confidence(text: str) -> None:
 )
 def test_numbers_and_numbered_lists_are_not_loops(text: str) -> None:
     assert not looping(text)
+
+
+REPORT = (
+    "The city council met on Tuesday to discuss the new bike lanes on Main Street. Shop owners "
+    "worried about losing parking spaces, while cyclists said the lanes would make the street "
+    "safer. The council voted 5 to 2 to build the lanes next spring."
+)
+
+
+def test_a_passage_written_out_again_and_again_is_a_loop() -> None:
+    # Gemma 3 270M asked for a summary: the report, then "Answer:" and the report again, twice.
+    text = f"{REPORT}\nAnswer: {REPORT}\nAnswer: {REPORT[:150]}"
+    assert looping(text)
+    assert not looping(f"{REPORT} In short: lanes next spring, 5 to 2, parking lost.")
+
+
+def test_an_answer_that_copies_its_material_is_worth_little() -> None:
+    ask = StepRequest(instruction=f"Summarize this: {REPORT}")
+    assert copied(REPORT, ask)  # SmolLM2-135M's "summary", at confidence 0.84
+    assert loop_checked(REPORT, 0.84, request=ask) == LOOP_CONFIDENCE
+    assert copied("Summary: " + REPORT, ask)
+    summary = (
+        "On Tuesday the council voted 5 to 2 for bike lanes on Main Street, to be built next spring: "
+        "cyclists said the lanes would make the street safer, shop owners feared losing parking."
+    )
+    assert not copied(summary, ask)
+    assert loop_checked(summary, 0.84, request=ask) == 0.84
+    assert not copied("The council voted 5 to 2 to build the lanes next spring.", ask)  # too short
+
+
+def test_a_copy_of_an_earlier_result_or_attempt_is_caught_too() -> None:
+    after = StepRequest(instruction="Summarize the earlier result.", inputs={"s1": REPORT})
+    assert copied(REPORT, after)
+    retry = StepRequest(
+        instruction="Summarize the minutes.",
+        previous=PreviousAttempt(agent_id="phone-1", tier="device", output=REPORT, reason="low"),
+    )
+    assert copied(REPORT, retry)
+
+
+@pytest.mark.parametrize("instruction", ["Repeat this back: ", "Fix the grammar: ", "Proofread: ", "Quote "])
+def test_a_step_that_asks_for_its_material_back_may_get_it(instruction: str) -> None:
+    assert not copied(REPORT, StepRequest(instruction=instruction + REPORT))

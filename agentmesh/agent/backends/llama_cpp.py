@@ -251,7 +251,9 @@ class LlamaCppBackend:
         method: Method = self.config.confidence.method
         return BackendResult(
             output=text.strip(),
-            confidence=loop_checked(text, confidence(recorder.finish(), method), looped=recorder.looped),
+            confidence=loop_checked(
+                text, confidence(recorder.finish(), method), looped=recorder.looped, request=request
+            ),
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             first_token_s=(recorder.first_call - started) if recorder.first_call is not None else None,

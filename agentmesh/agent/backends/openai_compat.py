@@ -172,9 +172,9 @@ class OpenAIBackend:
                 raise BackendError(
                     f"endpoint answered {exc.status_code}: {_message(exc)}", backend=self.kind
                 ) from None
-        return self._result(response, started)
+        return self._result(response, started, request)
 
-    def _result(self, response: Any, started: float) -> BackendResult:
+    def _result(self, response: Any, started: float, request: StepRequest) -> BackendResult:
         if not response.choices:
             raise BackendError("endpoint returned no choices", backend=self.kind)
         choice = response.choices[0]
@@ -185,7 +185,9 @@ class OpenAIBackend:
         return BackendResult(
             output=text.strip(),
             confidence=loop_checked(
-                text, confidence(tokens, self.config.confidence.method) if tokens else None
+                text,
+                confidence(tokens, self.config.confidence.method) if tokens else None,
+                request=request,
             ),
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
