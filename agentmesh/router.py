@@ -671,19 +671,8 @@ class Router:
         ):
             return False
         span = tier_span(w.tier, constraints.max_tier)
-        unfit = (
-            [
-                m
-                for m in self._candidates(
-                    step.query, constraints, w.tier, exclude=tried, capability_only=True
-                )
-                if m.agent_id in small
-            ]
-            if small - tried
-            else []
-        )
-        if unfit:
-            windows = ", ".join(f"{m.agent_id}: {self._window_of(m.agent_id)}" for m in unfit)
+        windows = self._windows_too_small(step, constraints, w.tier, tried, small)
+        if windows:
             why = (
                 f"it needs a context window of about {tokens} tokens; the agents for it have less ({windows})"
             )
@@ -692,14 +681,23 @@ class Router:
         else:
             why = f"no agent can serve step {step.id} ({step.query[:80]!r}) on {span}"
         if not step.attempts:
-            self._finish(task, "rejected", f"step {step.id}: {why}" if unfit else why)
+            self._finish(task, "rejected", f"step {step.id}: {why}" if windows else why)
             return True
         self._keep_best_or_fail(task, step, why)
         return True
 
-    def _window_of(self, agent_id: str) -> int | None:
-        entry = self.registry.get(agent_id)
-        return entry.context_window if entry is not None else None
+    def _windows_too_small(
+        self, step: Step, constraints: Constraints, tier: Tier, tried: set[str], small: set[str]
+    ) -> str:
+        """The agents that would serve ``step`` but for their context window, as "id: window"."""
+        if not small - tried:
+            return ""
+        matches = self._candidates(step.query, constraints, tier, exclude=tried, capability_only=True)
+        return ", ".join(
+            f"{m.agent_id}: {entry.context_window}"
+            for m in matches
+            if m.agent_id in small and (entry := self.registry.get(m.agent_id)) is not None
+        )
 
     def _drain_waiting(self, slots: int | None = None) -> None:
         """Give freed capacity to waiting steps, oldest first. A step that still has to wait keeps
