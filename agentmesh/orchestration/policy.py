@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentmesh.protocol import TIERS, Constraints, StepResult, Tier
 
@@ -16,13 +17,19 @@ def _default_floors() -> dict[Tier, float]:
 class EscalationPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    min_confidence: dict[Tier, float] = Field(
+    min_confidence: dict[Tier, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         default_factory=_default_floors,
         description="an ok answer below this confidence on a tier escalates to the next tier",
     )
     max_attempts: int = Field(
         4, ge=1, description="attempts per step, escalations and reassignments included"
     )
+
+    @field_validator("min_confidence", mode="after")
+    @classmethod
+    def _keep_unnamed_tiers(cls, floors: dict[Tier, float]) -> dict[Tier, float]:
+        # `min_confidence: {device: 0.7}` means "stricter on device", not "no floor on edge".
+        return {**_default_floors(), **floors}
 
 
 @dataclass(frozen=True)

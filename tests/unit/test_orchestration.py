@@ -62,6 +62,14 @@ def test_judge_accepts_confident_and_unscored_answers() -> None:
     assert judge(result(confidence=0.1), "cloud", policy).accept  # cloud floor is 0 by default
 
 
+def test_a_floor_set_for_one_tier_keeps_the_others_defaults() -> None:
+    policy = EscalationPolicy.model_validate({"min_confidence": {"device": 0.7}})
+    assert policy.min_confidence == {"device": 0.7, "edge": 0.5, "cloud": 0.0}
+    assert not judge(result(confidence=0.3), "edge", policy).accept
+    with pytest.raises(ValueError, match="less than or equal to 1"):
+        EscalationPolicy.model_validate({"min_confidence": {"edge": 50}})
+
+
 @pytest.mark.parametrize(
     ("res", "fragment"),
     [
